@@ -1,0 +1,182 @@
+//! Reverse-mode autograd. Every differentiable op records a [`BackwardRule`]
+//! holding its inputs and whatever it saved; [`Tensor::backward`] orders the
+//! recorded nodes (the tape) and replays them in reverse, accumulating
+//! gradients. Rules are written with tensor ops under `no_grad`, so they run
+//! on any backend.
+
+pub mod rules;
+
+use crate::{Result, Tensor, TensorId};
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+
+/// The backward rule of one recorded op.
+pub trait BackwardRule: Send + Sync {
+    /// The op's name, for debugging and error messages.
+    fn name(&self) -> &'static str;
+    /// The op's tensor inputs, in the order `backward` returns their gradients.
+    fn inputs(&self) -> Vec<&Tensor>;
+    /// Gradients with respect to each input given the gradient of the output
+    /// (`None` for inputs that get none, e.g. integer indices).
+    fn backward(&self, output: &Tensor, grad_output: &Tensor) -> Result<Vec<Option<Tensor>>>;
+}
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Whether ops record themselves on the tape on this thread.
+pub fn is_grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+/// Restores the previous grad mode when dropped.
+pub struct GradModeGuard {
+    previous: bool,
+}
+
+impl Drop for GradModeGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.previous));
+    }
+}
+
+/// Turn recording off until the guard is dropped (inference, optimizer steps).
+pub fn no_grad_guard() -> GradModeGuard {
+    let previous = GRAD_ENABLED.with(|g| g.replace(false));
+    GradModeGuard { previous }
+}
+
+/// Run `f` with recording off.
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    let _g = no_grad_guard();
+    f()
+}
+
+/// Gradients of the leaves (variables) a backward pass reached, by tensor id.
+#[derive(Default, Clone)]
+pub struct Gradients {
+    map: HashMap<TensorId, Tensor>,
+}
+
+impl Gradients {
+    /// The gradient of `t`, if it received one.
+    pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
+        self.map.get(&t.id())
+    }
+    /// Take the gradient of `t` out of the store.
+    pub fn remove(&mut self, t: &Tensor) -> Option<Tensor> {
+        self.map.remove(&t.id())
+    }
+    /// Set the gradient of `t`.
+    pub fn insert(&mut self, t: &Tensor, g: Tensor) {
+        self.map.insert(t.id(), g);
+    }
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+    /// Add another pass's gradients into these (gradient accumulation).
+    pub fn accumulate(&mut self, other: Gradients) -> Result<()> {
+        no_grad(|| {
+            for (id, g) in other.map {
+                let sum = match self.map.remove(&id) {
+                    Some(prev) => prev.add(&g)?,
+                    None => g,
+                };
+                self.map.insert(id, sum);
+            }
+            Ok(())
+        })
+    }
+    /// Multiply every gradient by `s` (e.g. 1/accumulation steps).
+    pub fn scale(&mut self, s: f64) -> Result<()> {
+        no_grad(|| {
+            for g in self.map.values_mut() {
+                *g = g.affine(s, 0.0)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Nodes reachable from `root` through recorded rules, children before parents.
+fn topological_order(root: &Tensor) -> Vec<Tensor> {
+    let mut order = Vec::new();
+    let mut visited: HashSet<TensorId> = HashSet::new();
+    // Iterative DFS: deep graphs (a UNet's hundreds of ops) must not overflow the stack.
+    let mut stack: Vec<(Tensor, bool)> = vec![(root.clone(), false)];
+    while let Some((t, expanded)) = stack.pop() {
+        if expanded {
+            order.push(t);
+            continue;
+        }
+        if !visited.insert(t.id()) {
+            continue;
+        }
+        stack.push((t.clone(), true));
+        if let Some(rule) = t.grad_fn() {
+            for input in rule.inputs() {
+                if input.requires_grad() && !visited.contains(&input.id()) {
+                    stack.push((input.clone(), false));
+                }
+            }
+        }
+    }
+    order
+}
+
+impl Tensor {
+    /// Backpropagate from this scalar (or from a tensor with implicit ones as
+    /// its gradient) and return the gradients of every variable reached.
+    pub fn backward(&self) -> Result<Gradients> {
+        let seed = no_grad(|| self.ones_like())?;
+        self.backward_with(seed)
+    }
+
+    /// Backpropagate with an explicit gradient of this tensor.
+    pub fn backward_with(&self, grad: Tensor) -> Result<Gradients> {
+        let _g = no_grad_guard();
+        if grad.shape() != self.shape() {
+            return Err(crate::Error::ShapeMismatch { op: "backward", lhs: self.shape().to_vec(), rhs: grad.shape().to_vec() });
+        }
+        let order = topological_order(self);
+        let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
+        pending.insert(self.id(), grad);
+        let mut leaves = Gradients::default();
+        for node in order.iter().rev() {
+            let Some(g) = pending.remove(&node.id()) else { continue };
+            match node.grad_fn() {
+                None => {
+                    if node.requires_grad() {
+                        leaves.map.insert(node.id(), g);
+                    }
+                }
+                Some(rule) => {
+                    let input_grads = rule.backward(node, &g)?;
+                    drop(g); // intermediate gradients are freed as soon as they are used
+                    for (input, ig) in rule.inputs().into_iter().zip(input_grads) {
+                        let Some(ig) = ig else { continue };
+                        if !input.requires_grad() {
+                            continue;
+                        }
+                        if ig.shape() != input.shape() {
+                            return Err(crate::Error::bad_shape(
+                                "backward",
+                                format!("rule {} returned gradient of shape {:?} for input of shape {:?}", rule.name(), ig.shape(), input.shape()),
+                            ));
+                        }
+                        let acc = match pending.remove(&input.id()) {
+                            Some(prev) => prev.add(&ig)?,
+                            None => ig,
+                        };
+                        pending.insert(input.id(), acc);
+                    }
+                }
+            }
+        }
+        Ok(leaves)
+    }
+}

@@ -1,0 +1,8 @@
+//! Backward rules, one file per op family (named as the forward op's file).
+
+pub mod binary;
+pub mod cast;
+pub mod matmul;
+pub mod reduce;
+pub mod unary;
+pub mod view;

@@ -1,0 +1,139 @@
+//! Elementwise kernels: unary maps, their derivatives, and broadcasting
+//! binary maps and comparisons over strided views.
+
+use super::{row_offset, PARALLEL_MIN};
+use crate::backend::op::{BinaryOp, CmpOp, UnaryOp};
+use crate::tensor::{Float, Layout};
+use rayon::prelude::*;
+
+/// Apply `f` to each element of a contiguous slice, in parallel when large.
+pub fn map_slice<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(src: &[T], f: impl Fn(T) -> U + Sync) -> Vec<U> {
+    let mut out = vec![U::default(); src.len()];
+    if src.len() >= PARALLEL_MIN {
+        out.par_chunks_mut(PARALLEL_MIN / 4).zip(src.par_chunks(PARALLEL_MIN / 4)).for_each(|(o, s)| {
+            for (o, &s) in o.iter_mut().zip(s) {
+                *o = f(s);
+            }
+        });
+    } else {
+        for (o, &s) in out.iter_mut().zip(src) {
+            *o = f(s);
+        }
+    }
+    out
+}
+
+/// y = f(x) over a contiguous slice.
+pub fn unary<T: Float>(op: UnaryOp, x: &[T]) -> Vec<T> {
+    map_slice(x, |v| op.apply(v))
+}
+
+/// dx = g * f'(x) over contiguous slices of equal length.
+pub fn unary_backward<T: Float>(op: UnaryOp, x: &[T], y: &[T], g: &[T]) -> Vec<T> {
+    let mut out = vec![T::zero(); x.len()];
+    let body = |o: &mut [T], x: &[T], y: &[T], g: &[T]| {
+        for i in 0..o.len() {
+            o[i] = g[i] * op.derivative(x[i], y[i]);
+        }
+    };
+    if x.len() >= PARALLEL_MIN {
+        let c = PARALLEL_MIN / 4;
+        out.par_chunks_mut(c)
+            .zip(x.par_chunks(c))
+            .zip(y.par_chunks(c).zip(g.par_chunks(c)))
+            .for_each(|((o, x), (y, g))| body(o, x, y, g));
+    } else {
+        body(&mut out, x, y, g);
+    }
+    out
+}
+
+/// `out[i] = f(a[ia], b[ib])` where both views are broadcast to `shape`.
+pub fn zip_map<A, B, U>(a: &[A], la: &Layout, b: &[B], lb: &Layout, shape: &[usize], f: impl Fn(A, B) -> U + Sync) -> Vec<U>
+where
+    A: Copy + Send + Sync,
+    B: Copy + Send + Sync,
+    U: Copy + Send + Sync + Default,
+{
+    let la = la.broadcast_to(shape).expect("caller checked broadcast");
+    let lb = lb.broadcast_to(shape).expect("caller checked broadcast");
+    let n: usize = shape.iter().product();
+    let mut out = vec![U::default(); n];
+    if n == 0 {
+        return out;
+    }
+    if let (Some(ra), Some(rb)) = (la.contiguous_range(), lb.contiguous_range()) {
+        let (a, b) = (&a[ra], &b[rb]);
+        let body = |o: &mut [U], a: &[A], b: &[B]| {
+            for i in 0..o.len() {
+                o[i] = f(a[i], b[i]);
+            }
+        };
+        if n >= PARALLEL_MIN {
+            let c = PARALLEL_MIN / 4;
+            out.par_chunks_mut(c).zip(a.par_chunks(c).zip(b.par_chunks(c))).for_each(|(o, (a, b))| body(o, a, b));
+        } else {
+            body(&mut out, a, b);
+        }
+        return out;
+    }
+    let (cshape, cstrides) = Layout::coalesced(shape, &[la.strides(), lb.strides()]);
+    let (sa, sb) = (&cstrides[0], &cstrides[1]);
+    let inner = *cshape.last().unwrap();
+    let (ia, ib) = (*sa.last().unwrap(), *sb.last().unwrap());
+    let (base_a, base_b) = (la.offset(), lb.offset());
+    let fill = |row0: usize, chunk: &mut [U]| {
+        for (r, o) in chunk.chunks_mut(inner).enumerate() {
+            let oa = row_offset(&cshape, sa, row0 + r, base_a);
+            let ob = row_offset(&cshape, sb, row0 + r, base_b);
+            match (ia, ib) {
+                (1, 1) => {
+                    for (j, o) in o.iter_mut().enumerate() {
+                        *o = f(a[oa + j], b[ob + j]);
+                    }
+                }
+                (1, 0) => {
+                    let bv = b[ob];
+                    for (j, o) in o.iter_mut().enumerate() {
+                        *o = f(a[oa + j], bv);
+                    }
+                }
+                (0, 1) => {
+                    let av = a[oa];
+                    for (j, o) in o.iter_mut().enumerate() {
+                        *o = f(av, b[ob + j]);
+                    }
+                }
+                _ => {
+                    for (j, o) in o.iter_mut().enumerate() {
+                        *o = f(a[oa + j * ia], b[ob + j * ib]);
+                    }
+                }
+            }
+        }
+    };
+    if n >= PARALLEL_MIN && n / inner > 1 {
+        let rows = (PARALLEL_MIN / inner).max(1);
+        out.par_chunks_mut(rows * inner).enumerate().for_each(|(c, chunk)| fill(c * rows, chunk));
+    } else {
+        fill(0, &mut out);
+    }
+    out
+}
+
+/// Broadcasting binary op.
+pub fn binary<T: Float>(op: BinaryOp, a: &[T], la: &Layout, b: &[T], lb: &Layout, shape: &[usize]) -> Vec<T> {
+    match op {
+        // Monomorphised closures for the hot ops, so the inner loops vectorise.
+        BinaryOp::Add => zip_map(a, la, b, lb, shape, |x, y| x + y),
+        BinaryOp::Sub => zip_map(a, la, b, lb, shape, |x, y| x - y),
+        BinaryOp::Mul => zip_map(a, la, b, lb, shape, |x, y| x * y),
+        BinaryOp::Div => zip_map(a, la, b, lb, shape, |x, y| x / y),
+        op => zip_map(a, la, b, lb, shape, move |x, y| op.apply(x, y)),
+    }
+}
+
+/// Broadcasting comparison; 1 where true.
+pub fn compare<T: Copy + PartialOrd + Send + Sync>(op: CmpOp, a: &[T], la: &Layout, b: &[T], lb: &Layout, shape: &[usize]) -> Vec<u8> {
+    zip_map(a, la, b, lb, shape, move |x, y| op.apply(x, y) as u8)
+}

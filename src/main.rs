@@ -1,0 +1,33 @@
+//! The privdistill command line: parses arguments and calls one library function.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "privdistill", version, about = "Privacy Distillation for medical text-to-image diffusion models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Report the version, CPU, SIMD features and CUDA status.
+    Doctor,
+    /// Run the whole pipeline on the shipped chest X-ray data.
+    Demo,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Doctor => Ok(()),
+        Command::Demo => Err(anyhow::anyhow!("demo: not built yet")),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The op API on [`Tensor`]: each op checks its arguments, runs the backend
+//! kernel for the tensor's device, and records its backward rule.
+//! One op family per file; its CPU kernel is in `backend::cpu`, its CUDA twin
+//! in `backend::cuda`, its backward rule in `autograd::rules`, all under the
+//! same name.
+
+pub mod assign;
+pub mod binary;
+pub mod cast;
+pub mod matmul;
+pub mod reduce;
+pub mod unary;
+pub mod view;
+
+use crate::tensor::{CpuStorage, Element, Layout, Storage, Tensor};
+use crate::{Device, Error, Result};
+
+/// Both tensors on one device, or an error naming `op`.
+pub(crate) fn same_device(op: &'static str, a: &Tensor, b: &Tensor) -> Result<Device> {
+    if a.device() != b.device() {
+        return Err(Error::DeviceMismatch { op, lhs: a.device(), rhs: b.device() });
+    }
+    Ok(a.device())
+}
+
+/// Both tensors of one dtype, or an error naming `op`.
+pub(crate) fn same_dtype(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.dtype() != b.dtype() {
+        return Err(Error::DTypeMismatch { op, lhs: a.dtype(), rhs: b.dtype() });
+    }
+    Ok(())
+}
+
+/// An error for an op that has no kernel on this device yet.
+pub(crate) fn unsupported(op: &'static str, t: &Tensor) -> Error {
+    Error::Unsupported { op, dtype: t.dtype(), device: t.device(), hint: "" }
+}
+
+impl Tensor {
+    /// Run `f` on the CPU slice and layout of this tensor (which must be on the CPU, of type `T`).
+    pub fn with_cpu_slice<T: Element, R>(&self, f: impl FnOnce(&[T], &Layout) -> R) -> Result<R> {
+        let st = self.storage();
+        let Storage::Cpu(cpu) = &*st else {
+            return Err(Error::msg(format!("expected a CPU tensor, found {:?}", self.device())));
+        };
+        let s = cpu.as_slice::<T>().ok_or(Error::DTypeMismatch { op: "with_cpu_slice", lhs: self.dtype(), rhs: T::DTYPE })?;
+        Ok(f(s, self.layout()))
+    }
+
+    /// The elements as a contiguous CPU vector of `T` (copies).
+    pub fn cpu_vec<T: Element>(&self) -> Result<Vec<T>> {
+        self.with_cpu_slice::<T, _>(|s, l| crate::backend::cpu::copy::gather(s, l))
+    }
+
+    /// A new contiguous CPU tensor from a vector whose length matches `shape`.
+    pub fn from_cpu_vec<T: Element>(v: Vec<T>, shape: &[usize]) -> Tensor {
+        debug_assert_eq!(v.len(), shape.iter().product::<usize>());
+        Tensor::from_storage(Storage::Cpu(CpuStorage::from_vec(v)), shape)
+    }
+}
