@@ -165,7 +165,12 @@ impl Tensor {
                         if ig.shape() != input.shape() {
                             return Err(crate::Error::bad_shape(
                                 "backward",
-                                format!("rule {} returned gradient of shape {:?} for input of shape {:?}", rule.name(), ig.shape(), input.shape()),
+                                format!(
+                                    "rule {} returned gradient of shape {:?} for input of shape {:?}",
+                                    rule.name(),
+                                    ig.shape(),
+                                    input.shape()
+                                ),
                             ));
                         }
                         let acc = match pending.remove(&input.id()) {

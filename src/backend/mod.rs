@@ -1,5 +1,5 @@
 //! Compute backends. `cpu` is the reference for every op; `cuda` is its twin.
 
 pub mod cpu;
-pub mod op;
 pub mod cuda;
+pub mod op;

@@ -26,10 +26,16 @@ pub enum UnaryOp {
     /// x * sigmoid(1.702 x), as in CLIP.
     QuickGelu,
     /// x * mul + add.
-    Affine { mul: f64, add: f64 },
+    Affine {
+        mul: f64,
+        add: f64,
+    },
     /// x ^ p.
     Powf(f64),
-    Clamp { min: f64, max: f64 },
+    Clamp {
+        min: f64,
+        max: f64,
+    },
     LeakyRelu(f64),
 }
 

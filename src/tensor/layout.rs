@@ -214,8 +214,8 @@ impl Layout {
             if d == 1 {
                 continue;
             }
-            let mergeable = !out_shape.is_empty()
-                && strides_list.iter().enumerate().all(|(k, s)| *out_strides[k].last().unwrap() == s[i] * d);
+            let mergeable =
+                !out_shape.is_empty() && strides_list.iter().enumerate().all(|(k, s)| *out_strides[k].last().unwrap() == s[i] * d);
             if mergeable {
                 *out_shape.last_mut().unwrap() *= d;
                 for (k, s) in strides_list.iter().enumerate() {

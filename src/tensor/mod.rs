@@ -56,7 +56,12 @@ impl std::fmt::Debug for Tensor {
 impl Tensor {
     // ----- construction -------------------------------------------------
 
-    pub(crate) fn from_parts(storage: Arc<RwLock<Storage>>, layout: Layout, grad_fn: Option<Arc<dyn BackwardRule>>, requires_grad: bool) -> Tensor {
+    pub(crate) fn from_parts(
+        storage: Arc<RwLock<Storage>>,
+        layout: Layout,
+        grad_fn: Option<Arc<dyn BackwardRule>>,
+        requires_grad: bool,
+    ) -> Tensor {
         let (dtype, device) = {
             let s = storage.read().expect("storage lock poisoned");
             (s.dtype(), s.device())

@@ -29,7 +29,13 @@ fn naive_unary(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::Affine { mul, add } => x * mul + add,
         UnaryOp::Powf(p) => x.powf(p),
         UnaryOp::Clamp { min, max } => x.clamp(min, max),
-        UnaryOp::LeakyRelu(s) => if x > 0.0 { x } else { s * x },
+        UnaryOp::LeakyRelu(s) => {
+            if x > 0.0 {
+                x
+            } else {
+                s * x
+            }
+        }
     }
 }
 
@@ -65,7 +71,15 @@ fn safe_input(op: UnaryOp, shape: &[usize], seed: u64) -> Tensor {
         .to_vec_f64()
         .unwrap()
         .into_iter()
-        .map(|v| if positive { 0.2 + v.abs() } else if v.abs() < 0.05 { v + 0.1 } else { v })
+        .map(|v| {
+            if positive {
+                0.2 + v.abs()
+            } else if v.abs() < 0.05 {
+                v + 0.1
+            } else {
+                v
+            }
+        })
         .map(|v| if matches!(op, UnaryOp::Clamp { .. }) && ((v + 0.3).abs() < 0.01 || (v - 0.4).abs() < 0.01) { v + 0.05 } else { v })
         .collect();
     Tensor::from_vec(v, shape).unwrap()
@@ -125,7 +139,8 @@ fn reductions_match_naive_and_differentiate() {
     assert_close(&s, &Tensor::from_vec(want, &[3]).unwrap(), 1e-12, 0.0);
     let m = x.max(&[1], true).unwrap();
     assert_eq!(m.shape(), &[5, 1, 4]);
-    let want: Vec<f64> = (0..5).flat_map(|i| (0..4).map(move |k| (i, k))).map(|(i, k)| (0..3).map(|j| at(i, j, k)).fold(f64::MIN, f64::max)).collect();
+    let want: Vec<f64> =
+        (0..5).flat_map(|i| (0..4).map(move |k| (i, k))).map(|(i, k)| (0..3).map(|j| at(i, j, k)).fold(f64::MIN, f64::max)).collect();
     assert_close(&m, &Tensor::from_vec(want, &[5, 1, 4]).unwrap(), 0.0, 0.0);
     let am = x.argmax(1, false).unwrap().to_vec::<i64>().unwrap();
     for (idx, &a) in am.iter().enumerate() {

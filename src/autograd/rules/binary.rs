@@ -23,10 +23,7 @@ impl BackwardRule for BinaryBackward {
         let (ga, gb) = match self.op {
             BinaryOp::Add => (need_a.then(|| g.clone()), need_b.then(|| g.clone())),
             BinaryOp::Sub => (need_a.then(|| g.clone()), if need_b { Some(g.neg()?) } else { None }),
-            BinaryOp::Mul => (
-                if need_a { Some(g.mul(b)?) } else { None },
-                if need_b { Some(g.mul(a)?) } else { None },
-            ),
+            BinaryOp::Mul => (if need_a { Some(g.mul(b)?) } else { None }, if need_b { Some(g.mul(a)?) } else { None }),
             BinaryOp::Div => (
                 if need_a { Some(g.div(b)?) } else { None },
                 // d(a/b)/db = -a/b² = -out/b

@@ -38,10 +38,7 @@ pub fn unary_backward<T: Float>(op: UnaryOp, x: &[T], y: &[T], g: &[T]) -> Vec<T
     };
     if x.len() >= PARALLEL_MIN {
         let c = PARALLEL_MIN / 4;
-        out.par_chunks_mut(c)
-            .zip(x.par_chunks(c))
-            .zip(y.par_chunks(c).zip(g.par_chunks(c)))
-            .for_each(|((o, x), (y, g))| body(o, x, y, g));
+        out.par_chunks_mut(c).zip(x.par_chunks(c)).zip(y.par_chunks(c).zip(g.par_chunks(c))).for_each(|((o, x), (y, g))| body(o, x, y, g));
     } else {
         body(&mut out, x, y, g);
     }

@@ -18,7 +18,18 @@ pub struct MatRef<'a, T> {
 /// `parallel` lets the kernel use the rayon pool (off when the caller already
 /// parallelises over a batch).
 #[allow(clippy::too_many_arguments)]
-pub fn gemm<T: Float>(m: usize, n: usize, k: usize, alpha: T, a: MatRef<T>, b: MatRef<T>, beta: T, c: &mut [T], rsc: usize, parallel: bool) {
+pub fn gemm<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    beta: T,
+    c: &mut [T],
+    rsc: usize,
+    parallel: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }

@@ -43,7 +43,15 @@ pub fn cast(_s: &CudaStorage, _l: &Layout, _to: DType) -> Result<CudaStorage> {
 pub fn unary(_op: UnaryOp, _s: &CudaStorage, _l: &Layout) -> Result<CudaStorage> {
     Err(off("unary"))
 }
-pub fn unary_backward(_op: UnaryOp, _x: &CudaStorage, _lx: &Layout, _y: &CudaStorage, _ly: &Layout, _g: &CudaStorage, _lg: &Layout) -> Result<CudaStorage> {
+pub fn unary_backward(
+    _op: UnaryOp,
+    _x: &CudaStorage,
+    _lx: &Layout,
+    _y: &CudaStorage,
+    _ly: &Layout,
+    _g: &CudaStorage,
+    _lg: &Layout,
+) -> Result<CudaStorage> {
     Err(off("unary_backward"))
 }
 pub fn binary(_op: BinaryOp, _a: &CudaStorage, _la: &Layout, _b: &CudaStorage, _lb: &Layout, _shape: &[usize]) -> Result<CudaStorage> {
@@ -59,6 +67,15 @@ pub fn arg_reduce(_s: &CudaStorage, _l: &Layout, _dim: usize, _largest: bool) ->
     Err(off("arg_reduce"))
 }
 #[allow(clippy::too_many_arguments)]
-pub fn matmul(_a: &CudaStorage, _la: &Layout, _b: &CudaStorage, _lb: &Layout, _batch: &[usize], _m: usize, _k: usize, _n: usize) -> Result<CudaStorage> {
+pub fn matmul(
+    _a: &CudaStorage,
+    _la: &Layout,
+    _b: &CudaStorage,
+    _lb: &Layout,
+    _batch: &[usize],
+    _m: usize,
+    _k: usize,
+    _n: usize,
+) -> Result<CudaStorage> {
     Err(off("matmul"))
 }

@@ -67,7 +67,10 @@ impl Tensor {
             Device::Cuda(_) => {
                 let (sa, sb) = (self.storage(), rhs.storage());
                 let (Storage::Cuda(a), Storage::Cuda(b)) = (&*sa, &*sb) else { unreachable!() };
-                Ok(Tensor::from_storage(Storage::Cuda(crate::backend::cuda::compare(op, a, self.layout(), b, rhs.layout(), &shape)?), &shape))
+                Ok(Tensor::from_storage(
+                    Storage::Cuda(crate::backend::cuda::compare(op, a, self.layout(), b, rhs.layout(), &shape)?),
+                    &shape,
+                ))
             }
         }
     }

@@ -44,7 +44,18 @@ fn cpu_matmul<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout, batch: &[usi
     let (brs, bcs) = (lb.strides()[r - 2], lb.strides()[r - 1]);
     let one_item = |i: usize, c: &mut [T], parallel: bool| {
         let (oa, ob) = (batch_offset(la, batch, i), batch_offset(lb, batch, i));
-        cpu::gemm::gemm(m, n, k, T::one(), MatRef { data: &a[oa..], rs: ars, cs: acs }, MatRef { data: &b[ob..], rs: brs, cs: bcs }, T::zero(), c, n, parallel);
+        cpu::gemm::gemm(
+            m,
+            n,
+            k,
+            T::one(),
+            MatRef { data: &a[oa..], rs: ars, cs: acs },
+            MatRef { data: &b[ob..], rs: brs, cs: bcs },
+            T::zero(),
+            c,
+            n,
+            parallel,
+        );
     };
     let threads = rayon::current_num_threads();
     // Many small products (attention heads): one thread each. Few large ones: threads inside each.

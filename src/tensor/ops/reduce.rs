@@ -20,17 +20,7 @@ fn reduce_dims(t: &Tensor, dims: &[isize], op: &'static str) -> Result<Vec<usize
 
 /// The output shape with reduced dims kept as 1 or dropped.
 fn reduced_shape(shape: &[usize], dims: &[usize], keepdim: bool) -> Vec<usize> {
-    shape
-        .iter()
-        .enumerate()
-        .filter_map(|(i, &d)| {
-            if dims.contains(&i) {
-                keepdim.then_some(1)
-            } else {
-                Some(d)
-            }
-        })
-        .collect()
+    shape.iter().enumerate().filter_map(|(i, &d)| if dims.contains(&i) { keepdim.then_some(1) } else { Some(d) }).collect()
 }
 
 impl Tensor {
@@ -59,7 +49,11 @@ impl Tensor {
                     let (m, len) = self.reduce_prepare(dims)?;
                     m.with_cpu_slice::<T, _>(|s, l| cpu::reduce::reduce_rows(op, &s[l.contiguous_range().unwrap()], len))?
                 };
-                let v = if v.is_empty() && out_shape.iter().product::<usize>() == 1 { vec![<T as crate::tensor::Element>::from_f64(0.0)] } else { v };
+                let v = if v.is_empty() && out_shape.iter().product::<usize>() == 1 {
+                    vec![<T as crate::tensor::Element>::from_f64(0.0)]
+                } else {
+                    v
+                };
                 Ok(Tensor::from_cpu_vec(v, &out_shape))
             }),
             Device::Cuda(_) => {
@@ -153,7 +147,11 @@ impl Tensor {
         if self.shape() == shape {
             return Ok(self.clone());
         }
-        let extra = self.rank().checked_sub(shape.len()).ok_or_else(|| Error::ShapeMismatch { op: "sum_to_shape", lhs: self.shape().to_vec(), rhs: shape.to_vec() })?;
+        let extra = self.rank().checked_sub(shape.len()).ok_or_else(|| Error::ShapeMismatch {
+            op: "sum_to_shape",
+            lhs: self.shape().to_vec(),
+            rhs: shape.to_vec(),
+        })?;
         let mut dims: Vec<isize> = (0..extra as isize).collect();
         for (i, &s) in shape.iter().enumerate() {
             if s == 1 && self.shape()[i + extra] != 1 {

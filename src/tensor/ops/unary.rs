@@ -20,10 +20,13 @@ impl Tensor {
             Device::Cuda(_) => {
                 let st = self.storage();
                 let Storage::Cuda(s) = &*st else { unreachable!() };
-                Tensor::from_storage(Storage::Cuda(crate::backend::cuda::unary(op, s, self.layout()).map_err(|e| match e {
-                    crate::Error::Unsupported { .. } => unsupported(op.name(), self),
-                    e => e,
-                })?), self.shape())
+                Tensor::from_storage(
+                    Storage::Cuda(crate::backend::cuda::unary(op, s, self.layout()).map_err(|e| match e {
+                        crate::Error::Unsupported { .. } => unsupported(op.name(), self),
+                        e => e,
+                    })?),
+                    self.shape(),
+                )
             }
         };
         Ok(out.recorded(&[self], || Arc::new(UnaryBackward { input: self.clone(), op })))
