@@ -300,6 +300,10 @@ fn offsets_out_of_range() {
     );
     let msg = open_error(&path);
     assert_mentions(&msg, &["model.safetensors", "\"conv.weight\"", "64..72", "out of range", "16 bytes"]);
+
+    // An empty tensor owns no bytes, but its offsets must still lie in the file.
+    write_raw(&path, r#"{"empty":{"dtype":"F32","shape":[0],"data_offsets":[40,40]}}"#, &[0; 16]);
+    assert_mentions(&open_error(&path), &["model.safetensors", "\"empty\"", "40..40", "out of range"]);
 }
 
 #[test]

@@ -357,10 +357,12 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
                 data_start + described
             )));
         }
-        let first_out = header.entries.iter().find(|e| e.data_offsets.1 > data_len).expect("one exists");
+    }
+    // Empty tensors count too: their offsets are still used to slice the map.
+    if let Some(out) = header.entries.iter().find(|e| e.data_offsets.1 > data_len) {
         return Err(fail(format!(
             "tensor {:?}: data offsets {}..{} are out of range: the data section holds {data_len} bytes — the header is corrupt",
-            first_out.name, first_out.data_offsets.0, first_out.data_offsets.1
+            out.name, out.data_offsets.0, out.data_offsets.1
         )));
     }
     Ok(header)
