@@ -8,6 +8,7 @@
 pub mod autograd;
 pub mod backend;
 pub mod error;
+pub mod io;
 pub mod nn;
 pub mod rng;
 pub mod tensor;

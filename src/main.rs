@@ -21,7 +21,11 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Doctor => Ok(()),
-        Command::Demo => Err(anyhow::anyhow!("demo: not built yet")),
+        Command::Demo => Err(anyhow::anyhow!(
+            "demo: the pipeline is not built yet. When it is, `demo` will train a VAE and a latent diffusion model on \
+             assets/cxr-real-a, sample 10 images per prompt, score them with a re-identification network, filter, train the \
+             distilled model and write a report. Today only the tensor runtime exists (see `privdistill doctor`)."
+        )),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
