@@ -3,6 +3,7 @@
 //! PyTorch (tests/fixtures/optim_torch.json), clipping, EMA, schedules, and a
 //! checkpoint → resume run that must be bit-identical to an uninterrupted one.
 
+use privdistill::io::{Checkpoint, CheckpointMeta};
 use privdistill::nn::{
     clip_grad_norm, global_grad_norm, AdamW, AdamWConfig, Dropout, Ema, EmaConfig, EmaWarmup, EntryKind, Init, Linear, LrSchedule,
     Optimizer, ParamStore, Sgd, SgdConfig,
@@ -444,7 +445,7 @@ fn optimizer_state_round_trips_and_reports_what_is_missing() -> Result<()> {
     assert_eq!(q.to_vec::<f32>()?, [-1.0]);
     let state = adam.state_tensors()?;
     let names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["p.exp_avg", "p.exp_avg_sq", "p.step", "q.exp_avg", "q.exp_avg_sq", "q.step"]);
+    assert_eq!(names, ["exp_avg.p", "exp_avg_sq.p", "step.p", "exp_avg.q", "exp_avg_sq.q", "step.q"]);
 
     let saved: HashMap<String, Tensor> = state.into_iter().map(|(n, t)| (n, t.to_dtype(DType::F64).unwrap())).collect();
     let mut fresh = AdamW::new(vec![("p".into(), p.clone()), ("q".into(), q.clone())], AdamWConfig::default())?;
@@ -453,13 +454,13 @@ fn optimizer_state_round_trips_and_reports_what_is_missing() -> Result<()> {
     for ((_, a), (_, b)) in fresh.state_tensors()?.iter().zip(adam.state_tensors()?.iter()) {
         assert_eq!(a.to_vec_f64()?, b.to_vec_f64()?);
     }
-    let err = fresh.load_state_tensors(&|k| Ok(saved.get(k).cloned().filter(|_| k != "q.exp_avg_sq"))).err().unwrap().to_string();
-    assert!(err.contains("q.exp_avg_sq"), "{err}");
+    let err = fresh.load_state_tensors(&|k| Ok(saved.get(k).cloned().filter(|_| k != "exp_avg_sq.q"))).err().unwrap().to_string();
+    assert!(err.contains("exp_avg_sq.q"), "{err}");
 
     let mut sgd = Sgd::new(vec![("p".into(), p.clone())], SgdConfig { momentum: 0.9, ..SgdConfig::default() })?;
     assert!(sgd.state_tensors()?.is_empty(), "torch creates the momentum buffer at the first step");
     sgd.step(&grads)?;
-    assert_eq!(sgd.state_tensors()?[0].0, "p.momentum_buffer");
+    assert_eq!(sgd.state_tensors()?[0].0, "momentum_buffer.p");
     assert!(Sgd::new(vec![], SgdConfig { nesterov: true, ..SgdConfig::default() }).is_err());
 
     let mut bad = Gradients::default();
@@ -503,41 +504,6 @@ fn large_tensors_update_across_threads_exactly_like_small_ones() -> Result<()> {
 
 // ----- checkpoint → resume ---------------------------------------------------
 
-/// A tensor saved as plain bits.
-#[derive(Clone)]
-enum Saved {
-    F32 { shape: Vec<usize>, bits: Vec<u32> },
-    I64 { shape: Vec<usize>, values: Vec<i64> },
-}
-
-impl Saved {
-    fn of(t: &Tensor) -> Saved {
-        match t.dtype() {
-            DType::F32 => Saved::F32 { shape: t.shape().to_vec(), bits: t.to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect() },
-            DType::I64 => Saved::I64 { shape: t.shape().to_vec(), values: t.to_vec::<i64>().unwrap() },
-            other => panic!("unexpected dtype {other:?}"),
-        }
-    }
-    fn tensor(&self) -> Tensor {
-        match self {
-            Saved::F32 { shape, bits } => Tensor::from_vec(bits.iter().map(|&b| f32::from_bits(b)).collect::<Vec<f32>>(), shape).unwrap(),
-            Saved::I64 { shape, values } => Tensor::from_vec(values.clone(), shape).unwrap(),
-        }
-    }
-}
-
-/// Everything a training run needs to continue.
-struct Checkpoint {
-    model: HashMap<String, Saved>,
-    optimizer: HashMap<String, Saved>,
-    ema: HashMap<String, Saved>,
-    ema_step: u64,
-    step: u64,
-    rng: Rng,
-    order: Vec<usize>,
-    position: usize,
-}
-
 /// A Linear–tanh–dropout–Linear regressor and its whole training state.
 struct Trainer {
     store: ParamStore,
@@ -548,6 +514,7 @@ struct Trainer {
     ema: Ema,
     schedule: LrSchedule,
     step: u64,
+    epoch: u64,
     rng: Rng,
     order: Vec<usize>,
     position: usize,
@@ -580,6 +547,7 @@ impl Trainer {
             ema,
             schedule: LrSchedule::cosine(3, 20),
             step: 0,
+            epoch: 0,
             rng: Rng::new(2024),
             order: Vec::new(),
             position: SAMPLES,
@@ -592,6 +560,7 @@ impl Trainer {
             self.order = (0..SAMPLES).collect();
             self.rng.shuffle(&mut self.order);
             self.position = 0;
+            self.epoch += 1;
         }
         self.position += BATCH;
         self.order[self.position - BATCH..self.position].to_vec()
@@ -617,30 +586,33 @@ impl Trainer {
         Ok(())
     }
 
-    fn save(&self) -> Result<Checkpoint> {
-        let saved = |v: Vec<(String, Tensor)>| v.into_iter().map(|(n, t)| (n, Saved::of(&t))).collect::<HashMap<_, _>>();
-        Ok(Checkpoint {
-            model: saved(self.store.state_dict()),
-            optimizer: saved(self.adam.state_tensors()?),
-            ema: saved(self.ema.averages()),
-            ema_step: self.ema.optimization_step(),
-            step: self.step,
-            rng: self.rng,
-            order: self.order.clone(),
-            position: self.position,
-        })
+    /// Write everything needed to continue to a checkpoint file.
+    fn save(&self, path: &std::path::Path) -> Result<()> {
+        let mut meta =
+            CheckpointMeta { step: self.step, epoch: self.epoch, data_position: self.position as u64, rng: self.rng, ..Default::default() };
+        meta.extra.insert("data_order".into(), serde_json::json!(self.order));
+        meta.extra.insert("ema_step".into(), serde_json::json!(self.ema.optimization_step()));
+        let mut ck = Checkpoint::new(meta);
+        ck.insert_group("param.", self.store.state_dict());
+        ck.insert_group("optim.", self.adam.state_tensors()?);
+        ck.insert_group("ema.", self.ema.averages());
+        ck.save(path)
     }
 
-    fn restore(ck: &Checkpoint) -> Result<Trainer> {
+    /// A fresh trainer continued from a checkpoint file.
+    fn restore(path: &std::path::Path) -> Result<Trainer> {
+        let ck = Checkpoint::load(path)?;
         // A different init seed: every value must come from the checkpoint.
         let mut t = Trainer::new(999)?;
-        t.store.load_from(|name, _| Ok(ck.model[name].tensor()))?;
-        t.adam.load_state_tensors(&|name| Ok(ck.optimizer.get(name).map(Saved::tensor)))?;
-        t.ema.load(ck.ema_step, &|name| Ok(ck.ema.get(name).map(Saved::tensor)))?;
-        t.step = ck.step;
-        t.rng = ck.rng;
-        t.order = ck.order.clone();
-        t.position = ck.position;
+        t.store.load_from(|name, _| Ok(ck.get(&format!("param.{name}"))?.clone()))?;
+        t.adam.load_state_tensors(&|name| Ok(ck.tensors.get(&format!("optim.{name}")).cloned()))?;
+        let ema_step = ck.meta.extra["ema_step"].as_u64().expect("ema_step");
+        t.ema.load(ema_step, &|name| Ok(ck.tensors.get(&format!("ema.{name}")).cloned()))?;
+        t.step = ck.meta.step;
+        t.epoch = ck.meta.epoch;
+        t.rng = ck.meta.rng;
+        t.order = serde_json::from_value(ck.meta.extra["data_order"].clone()).expect("data_order");
+        t.position = ck.meta.data_position as usize;
         Ok(t)
     }
 
@@ -666,9 +638,12 @@ fn checkpoint_and_resume_is_bit_identical() -> Result<()> {
     for _ in 0..10 {
         first.train_step(&data)?;
     }
-    let checkpoint = first.save()?;
+    let dir = tempfile::tempdir().map_err(|e| privdistill::Error::msg(e.to_string()))?;
+    let path = dir.path().join("step10.safetensors");
+    first.save(&path)?;
+    let checkpoint_epoch = first.epoch;
     drop(first);
-    let mut resumed = Trainer::restore(&checkpoint)?;
+    let mut resumed = Trainer::restore(&path)?;
     for _ in 0..10 {
         resumed.train_step(&data)?;
     }
@@ -676,6 +651,8 @@ fn checkpoint_and_resume_is_bit_identical() -> Result<()> {
     assert_ne!(straight.bits(), before, "training moved the parameters");
     assert_eq!(resumed.step, 20);
     assert_eq!(resumed.rng, straight.rng);
+    assert_eq!((resumed.epoch, resumed.position), (straight.epoch, straight.position));
+    assert!(checkpoint_epoch < resumed.epoch, "the resumed run crosses an epoch boundary");
     for ((name, a), (_, b)) in straight.bits().iter().zip(resumed.bits().iter()) {
         assert!(a == b, "`{name}` differs after resuming");
     }

@@ -7,9 +7,10 @@
 //! with PyTorch to rounding. On other devices the same update is composed of
 //! tensor ops.
 //!
-//! State is exported and imported as named tensors
-//! (`<param>.exp_avg`, `<param>.exp_avg_sq`, `<param>.step`,
-//! `<param>.momentum_buffer`) for checkpoints; restoring it resumes training
+//! State is exported and imported as named tensors (`exp_avg.<param>`,
+//! `exp_avg_sq.<param>`, `step.<param>`, `momentum_buffer.<param>`), so a
+//! checkpoint stores it as `optim.exp_avg.<param>` with
+//! `Checkpoint::insert_group("optim.", …)`; restoring it resumes training
 //! bit for bit.
 
 use crate::autograd::no_grad;
@@ -27,7 +28,7 @@ pub trait Optimizer {
     fn learning_rate(&self) -> f64;
     /// Set the learning rate (a schedule calls this before each step).
     fn set_learning_rate(&mut self, lr: f64);
-    /// The optimizer's state as named tensors, for a checkpoint.
+    /// The optimizer's state as named tensors (`<state>.<param name>`), for a checkpoint.
     fn state_tensors(&self) -> Result<Vec<(String, Tensor)>>;
     /// Restore the state from a checkpoint: `get(name)` returns the tensor
     /// saved under `name`, or `None` if there is none.
@@ -327,16 +328,16 @@ impl Optimizer for AdamW {
     fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::with_capacity(3 * self.states.len());
         for s in &self.states {
-            out.push((format!("{}.exp_avg", s.name), s.exp_avg.clone()));
-            out.push((format!("{}.exp_avg_sq", s.name), s.exp_avg_sq.clone()));
-            out.push((format!("{}.step", s.name), scalar_state(s.step)));
+            out.push((format!("exp_avg.{}", s.name), s.exp_avg.clone()));
+            out.push((format!("exp_avg_sq.{}", s.name), s.exp_avg_sq.clone()));
+            out.push((format!("step.{}", s.name), scalar_state(s.step)));
         }
         Ok(out)
     }
 
     fn load_state_tensors(&mut self, get: &dyn Fn(&str) -> Result<Option<Tensor>>) -> Result<()> {
         for s in &mut self.states {
-            let key = |what: &str| format!("{}.{what}", s.name);
+            let key = |what: &str| format!("{what}.{}", s.name);
             let fetch = |k: &str| get(k)?.ok_or_else(|| Error::msg(format!("optimizer state `{k}` is missing from the checkpoint")));
             let step = read_step(&key("step"), &fetch(&key("step"))?)?;
             load_into(&key("exp_avg"), &s.exp_avg, &fetch(&key("exp_avg"))?)?;
@@ -556,12 +557,12 @@ impl Optimizer for Sgd {
     }
 
     fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
-        Ok(self.states.iter().filter_map(|s| Some((format!("{}.momentum_buffer", s.name), s.momentum_buffer.clone()?))).collect())
+        Ok(self.states.iter().filter_map(|s| Some((format!("momentum_buffer.{}", s.name), s.momentum_buffer.clone()?))).collect())
     }
 
     fn load_state_tensors(&mut self, get: &dyn Fn(&str) -> Result<Option<Tensor>>) -> Result<()> {
         for s in &mut self.states {
-            let key = format!("{}.momentum_buffer", s.name);
+            let key = format!("momentum_buffer.{}", s.name);
             s.momentum_buffer = match get(&key)? {
                 Some(src) => {
                     let buf = zeros_like(&s.param)?;
