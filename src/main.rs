@@ -20,7 +20,10 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Doctor => Ok(()),
+        Command::Doctor => {
+            print!("{}", privdistill::doctor::report());
+            Ok(())
+        }
         Command::Demo => Err(anyhow::anyhow!("demo: not built yet")),
     };
     match result {
