@@ -60,10 +60,8 @@ fn main() {
     let ptx = match &nvcc {
         Some(nvcc) => compile_all(nvcc, &kernel_dir, &out_dir, &modules, &archs),
         None => {
-            println!(
-                "cargo:warning=privdistill: no nvcc found (NVCC, PATH, CUDA_HOME, .venv-nvcc); CUDA kernels are embedded as \
-                 sources and compiled with NVRTC at run time"
-            );
+            let why = if std::env::var("NVCC").is_ok() { "NVCC is off" } else { "no nvcc found (NVCC, PATH, CUDA_HOME, .venv-nvcc)" };
+            println!("cargo:warning=privdistill: {why}; CUDA kernels are embedded as sources and compiled with NVRTC at run time");
             vec![Vec::new(); modules.len()]
         }
     };
@@ -124,7 +122,8 @@ fn parse_archs(spec: &str) -> Vec<u32> {
 /// kernels/*.cu, sorted so the generated file is stable.
 fn kernel_sources(dir: &Path) -> Vec<PathBuf> {
     let entries = std::fs::read_dir(dir).unwrap_or_else(|e| fail(&format!("cannot list {}: {e}", dir.display())));
-    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "cu")).collect();
+    let mut files: Vec<PathBuf> =
+        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "cu")).collect();
     files.sort();
     files
 }
@@ -203,7 +202,13 @@ fn nvcc_version(nvcc: &Path) -> String {
 
 /// Compile every module for every architecture (modules in parallel);
 /// returns, per module, (arch, ptx path) pairs.
-fn compile_all(nvcc: &Path, kernel_dir: &Path, out_dir: &Path, modules: &[(String, PathBuf, PathBuf)], archs: &[u32]) -> Vec<Vec<(u32, PathBuf)>> {
+fn compile_all(
+    nvcc: &Path,
+    kernel_dir: &Path,
+    out_dir: &Path,
+    modules: &[(String, PathBuf, PathBuf)],
+    archs: &[u32],
+) -> Vec<Vec<(u32, PathBuf)>> {
     let ptxas = nvcc.with_file_name("ptxas");
     let ptxas = ptxas.is_file().then_some(ptxas);
     if ptxas.is_none() {
@@ -254,10 +259,15 @@ fn compile_one(nvcc: &Path, ptxas: Option<&Path>, kernel_dir: &Path, source: &Pa
         .arg(source)
         .output()
         .map_err(|e| format!("cannot run {}: {e}", nvcc.display()))?;
-    report_warnings(&out.stderr);
     if !out.status.success() {
-        return Err(format!("{} (sm_{arch}):\n{}{}", source.display(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "{} (sm_{arch}):\n{}{}",
+            source.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
+    report_warnings("nvcc", &out.stderr);
     if let Some(ptxas) = ptxas {
         let out = Command::new(ptxas)
             .arg(format!("-arch=sm_{arch}"))
@@ -266,16 +276,17 @@ fn compile_one(nvcc: &Path, ptxas: Option<&Path>, kernel_dir: &Path, source: &Pa
             .arg(if cfg!(windows) { "NUL" } else { "/dev/null" })
             .output()
             .map_err(|e| format!("cannot run {}: {e}", ptxas.display()))?;
-        report_warnings(&out.stderr);
         if !out.status.success() {
             return Err(format!("ptxas on {} (from {}):\n{}", ptx.display(), source.display(), String::from_utf8_lossy(&out.stderr)));
         }
+        report_warnings("ptxas", &out.stderr);
     }
     Ok(())
 }
 
-fn report_warnings(stderr: &[u8]) {
+/// Diagnostics of a step that succeeded, shown by cargo as warnings.
+fn report_warnings(tool: &str, stderr: &[u8]) {
     for line in String::from_utf8_lossy(stderr).lines().filter(|l| !l.trim().is_empty()) {
-        println!("cargo:warning=nvcc: {line}");
+        println!("cargo:warning={tool}: {line}");
     }
 }

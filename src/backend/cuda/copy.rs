@@ -11,7 +11,13 @@ pub(crate) fn check_extent(op: &'static str, layout: &Layout, s: &CudaStorage) -
     if layout.numel() > 0 && layout.storage_extent() > s.len() {
         return Err(Error::bad_shape(
             op,
-            format!("view {:?} (strides {:?}, offset {}) reaches past its storage of {} elements", layout.shape(), layout.strides(), layout.offset(), s.len()),
+            format!(
+                "view {:?} (strides {:?}, offset {}) reaches past its storage of {} elements",
+                layout.shape(),
+                layout.strides(),
+                layout.offset(),
+                s.len()
+            ),
         ));
     }
     Ok(())

@@ -163,9 +163,9 @@ impl CudaDevice {
                 }
             }
         };
-        let f = m.load_function(function).map_err(|e| {
-            Error::Cuda(format!("kernel `{function}` not found in module `{module}`: {}", describe_driver_error(&e)))
-        })?;
+        let f = m
+            .load_function(function)
+            .map_err(|e| Error::Cuda(format!("kernel `{function}` not found in module `{module}`: {}", describe_driver_error(&e))))?;
         self.functions.lock().expect("function cache poisoned").insert(function.to_string(), f.clone());
         Ok(f)
     }
@@ -193,12 +193,13 @@ impl CudaDevice {
 
 /// Device `ordinal`, opened on first use and cached; `Err` says why it cannot be used.
 pub(crate) fn open_device(ordinal: usize) -> std::result::Result<Arc<CudaDevice>, String> {
-    static DEVICES: OnceLock<Vec<OnceLock<std::result::Result<Arc<CudaDevice>, String>>>> = OnceLock::new();
+    /// One slot per visible device, filled (with the device or why it failed to open) on first use.
+    type Slot = OnceLock<std::result::Result<Arc<CudaDevice>, String>>;
+    static DEVICES: OnceLock<Vec<Slot>> = OnceLock::new();
     let info = driver()?;
     let slots = DEVICES.get_or_init(|| (0..info.device_count).map(|_| OnceLock::new()).collect());
-    let slot = slots
-        .get(ordinal)
-        .ok_or_else(|| format!("device cuda:{ordinal} does not exist ({} CUDA device(s) visible)", info.device_count))?;
+    let slot =
+        slots.get(ordinal).ok_or_else(|| format!("device cuda:{ordinal} does not exist ({} CUDA device(s) visible)", info.device_count))?;
     slot.get_or_init(|| CudaDevice::open(ordinal).map(Arc::new)).clone()
 }
 

@@ -134,7 +134,14 @@ pub fn unary_backward(
 }
 
 /// Views `la`, `lb` broadcast to `shape`, merged jointly, with their storages checked.
-fn broadcast_pair(op: &'static str, a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout, shape: &[usize]) -> Result<[StridedLayout; 2]> {
+fn broadcast_pair(
+    op: &'static str,
+    a: &CudaStorage,
+    la: &Layout,
+    b: &CudaStorage,
+    lb: &Layout,
+    shape: &[usize],
+) -> Result<[StridedLayout; 2]> {
     same_device(op, a, b)?;
     if a.dtype != b.dtype {
         return Err(Error::DTypeMismatch { op, lhs: a.dtype, rhs: b.dtype });

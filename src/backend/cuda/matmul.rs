@@ -77,7 +77,16 @@ fn op_of(transposed: bool) -> cublasOperation_t {
 /// `a @ b` for views `la` = batch × [m, k] and `lb` = batch × [k, n] (batch
 /// dims already broadcast by the caller); output batch × [m, n], contiguous.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul(a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout, batch: &[usize], m: usize, k: usize, n: usize) -> Result<CudaStorage> {
+pub fn matmul(
+    a: &CudaStorage,
+    la: &Layout,
+    b: &CudaStorage,
+    lb: &Layout,
+    batch: &[usize],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<CudaStorage> {
     const OP: &str = "matmul";
     super::same_device(OP, a, b)?;
     if a.dtype != b.dtype {

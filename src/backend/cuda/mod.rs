@@ -132,9 +132,13 @@ impl StridedLayout {
     /// From a (shape, strides, offset) after merging; `op` names errors.
     fn from_parts(op: &'static str, shape: &[usize], strides: &[usize], offset: usize) -> Result<StridedLayout> {
         if shape.len() > MAX_RANK {
-            return Err(Error::bad_shape(op, format!("CUDA kernels take views of rank <= {MAX_RANK} after merging dims; got shape {shape:?}")));
+            return Err(Error::bad_shape(
+                op,
+                format!("CUDA kernels take views of rank <= {MAX_RANK} after merging dims; got shape {shape:?}"),
+            ));
         }
-        let mut l = StridedLayout { rank: shape.len() as u32, contiguous: 0, offset: offset as u64, shape: [1; MAX_RANK], strides: [0; MAX_RANK] };
+        let mut l =
+            StridedLayout { rank: shape.len() as u32, contiguous: 0, offset: offset as u64, shape: [1; MAX_RANK], strides: [0; MAX_RANK] };
         for (i, (&d, &s)) in shape.iter().zip(strides).enumerate() {
             l.shape[i] = d as u64;
             l.strides[i] = s as u64;
