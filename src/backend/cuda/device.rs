@@ -133,6 +133,10 @@ impl CudaDevice {
     fn open(ordinal: usize) -> std::result::Result<CudaDevice, String> {
         let info = device_info(ordinal)?;
         let ctx = guarded(&format!("creating a context on cuda:{ordinal}"), || CudaContext::new(ordinal))?;
+        // SAFETY: every buffer and kernel of this device lives on the one stream
+        // below, so the cross-stream read/write events cudarc would create for
+        // each allocation (two per buffer) order nothing that is not already ordered.
+        unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
         Ok(CudaDevice {
             ordinal,
@@ -149,7 +153,8 @@ impl CudaDevice {
     /// Kernel `function` of module `module` (a kernels/ file stem), loading the
     /// module the first time any of its kernels is needed.
     pub fn function(&self, module: &'static str, function: &str) -> Result<CudaFunction> {
-        if let Some(f) = self.functions.lock().expect("function cache poisoned").get(function) {
+        let key = format!("{module}.{function}");
+        if let Some(f) = self.functions.lock().expect("function cache poisoned").get(&key) {
             return Ok(f.clone());
         }
         let m = {
@@ -166,7 +171,7 @@ impl CudaDevice {
         let f = m
             .load_function(function)
             .map_err(|e| Error::Cuda(format!("kernel `{function}` not found in module `{module}`: {}", describe_driver_error(&e))))?;
-        self.functions.lock().expect("function cache poisoned").insert(function.to_string(), f.clone());
+        self.functions.lock().expect("function cache poisoned").insert(key, f.clone());
         Ok(f)
     }
 
@@ -185,7 +190,13 @@ impl CudaDevice {
             }
         });
         match blas {
-            Ok(b) => f(&b.lock().expect("cuBLAS handle poisoned")),
+            Ok(b) => {
+                // cuBLAS runs in the calling thread's current context, which may be another device's.
+                self.ctx
+                    .bind_to_thread()
+                    .map_err(|e| Error::Cuda(format!("binding cuda:{}: {}", self.ordinal, describe_driver_error(&e))))?;
+                f(&b.lock().expect("cuBLAS handle poisoned"))
+            }
             Err(why) => Err(Error::Cuda(why.clone())),
         }
     }
