@@ -78,7 +78,11 @@ fn cat_gradient_reaches_only_inputs_that_need_it() {
 #[test]
 fn cat_large_takes_the_parallel_path() {
     // 40 rows of 1200 output columns (48k elements).
-    let ps = vec![rand_f64(&[40, 3, 100], 40), rand_f64(&[40, 5, 100], 41).t().unwrap().contiguous().unwrap().t().unwrap(), rand_f64(&[40, 4, 100], 42)];
+    let ps = vec![
+        rand_f64(&[40, 3, 100], 40),
+        rand_f64(&[40, 5, 100], 41).t().unwrap().contiguous().unwrap().t().unwrap(),
+        rand_f64(&[40, 4, 100], 42),
+    ];
     assert_close(&Tensor::cat(&ps, 1).unwrap(), &naive_cat(&ps, 1), 0.0, 0.0);
     assert_close(&Tensor::cat(&ps[..1], 0).unwrap(), &ps[0], 0.0, 0.0);
 }
@@ -94,13 +98,13 @@ fn stack_inserts_a_new_dim_anywhere() {
         shape.insert(d, 3);
         assert_eq!(s.shape(), shape.as_slice());
         let sv = s.to_vec_f64().unwrap();
-        for k in 0..3 {
+        for (k, part) in vals.iter().enumerate() {
             for i in 0..2 {
                 for j in 0..4 {
                     let mut at = vec![i, j];
                     at.insert(d, k);
                     let flat = (at[0] * shape[1] + at[1]) * shape[2] + at[2];
-                    assert_eq!(sv[flat], vals[k][i * 4 + j]);
+                    assert_eq!(sv[flat], part[i * 4 + j]);
                 }
             }
         }

@@ -47,8 +47,8 @@ fn embedding_backward_sums_repeated_ids() {
     let weight = rand_f64(&[6, 3], 2);
     let id_values = [1i64, 4, 1, 1, 5, 0, 4];
     let x = ids(&id_values, &[7]);
-    check_gradients(&[weight.clone()], |v| Tensor::embedding(&x, &v[0]), EPS, TOL).unwrap();
-    check_gradients(&[weight.clone()], |v| Tensor::embedding(&ids(&id_values[..6], &[3, 2]), &v[0]), EPS, TOL).unwrap();
+    check_gradients(std::slice::from_ref(&weight), |v| Tensor::embedding(&x, &v[0]), EPS, TOL).unwrap();
+    check_gradients(std::slice::from_ref(&weight), |v| Tensor::embedding(&ids(&id_values[..6], &[3, 2]), &v[0]), EPS, TOL).unwrap();
     // Hand-checked: with a gradient of ones, row r of dW counts the occurrences of r.
     let w = weight.to_variable();
     let g = Tensor::embedding(&x, &w).unwrap().sum_all().unwrap().backward().unwrap();
@@ -118,7 +118,7 @@ fn index_select_matches_naive_on_strided_views_and_negative_dims() {
         assert_close(&got, &naive_index_select(&x, d, &sel), 0.0, 0.0);
         let got32 = x.to_dtype(DType::F32).unwrap().index_select(dim, &ids(&sel, &[sel.len()])).unwrap();
         assert_close(&got32, &got, 1e-7, 1e-6);
-        check_gradients(&[x.clone()], |v| v[0].index_select(dim, &ids(&sel, &[sel.len()])), EPS, TOL).unwrap();
+        check_gradients(std::slice::from_ref(&x), |v| v[0].index_select(dim, &ids(&sel, &[sel.len()])), EPS, TOL).unwrap();
     }
     // A 0-d index keeps the dimension with size 1; an empty index gives an empty dim.
     assert_eq!(x.index_select(1, &Tensor::scalar(3i64)).unwrap().shape(), &[3, 1, 5]);
@@ -190,7 +190,7 @@ fn gather_matches_naive_with_smaller_index_and_strided_input() {
         assert_close(&got, &naive_gather(&x, dim, &index, &index_shape), 0.0, 0.0);
         let got32 = x.to_dtype(DType::F32).unwrap().gather(dim as isize, &it).unwrap();
         assert_close(&got32, &got, 1e-7, 1e-6);
-        check_gradients(&[x.clone()], |v| v[0].gather(dim as isize, &it), EPS, TOL).unwrap();
+        check_gradients(std::slice::from_ref(&x), |v| v[0].gather(dim as isize, &it), EPS, TOL).unwrap();
     }
     // Cross-entropy style: pick one class per row.
     let logits = Tensor::from_vec(vec![0.1, 0.2, 0.3, 1.0, 2.0, 3.0], &[2, 3]).unwrap();

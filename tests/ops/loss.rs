@@ -101,7 +101,8 @@ fn bce_with_logits_matches_naive_and_differentiates_every_input() {
     assert_close(&got, &Tensor::from_vec(want.clone(), &[3, 4]).unwrap(), 1e-13, 1e-13);
     let sum = scalar(&x.bce_with_logits_with(&y, Some(&w), Reduction::Sum).unwrap());
     assert!((sum - want.iter().sum::<f64>()).abs() < 1e-12);
-    let f32_mean = x.to_dtype(DType::F32).unwrap().bce_with_logits(&y.to_dtype(DType::F32).unwrap(), Some(&w.to_dtype(DType::F32).unwrap()));
+    let f32_mean =
+        x.to_dtype(DType::F32).unwrap().bce_with_logits(&y.to_dtype(DType::F32).unwrap(), Some(&w.to_dtype(DType::F32).unwrap()));
     assert!((scalar(&f32_mean.unwrap()) - sum / 12.0).abs() < 1e-5);
     for r in REDUCTIONS {
         check_gradients(&[x.clone(), y.clone(), w.clone()], |v| v[0].bce_with_logits_with(&v[1], Some(&v[2]), r), EPS, TOL).unwrap();
@@ -194,7 +195,7 @@ fn cross_entropy_matches_naive_for_spatial_logits_and_every_reduction() {
         let z32 = z.to_dtype(DType::F32).unwrap();
         assert!((scalar(&z32.cross_entropy(&y, eps).unwrap()) - want.iter().sum::<f64>() / 12.0).abs() < 1e-5);
         for r in REDUCTIONS {
-            check_gradients(&[z.clone()], |v| v[0].cross_entropy_with(&y, &opts(r)), EPS, TOL).unwrap();
+            check_gradients(std::slice::from_ref(&z), |v| v[0].cross_entropy_with(&y, &opts(r)), EPS, TOL).unwrap();
         }
     }
     // i32 targets are accepted.
@@ -214,7 +215,7 @@ fn cross_entropy_ignores_the_ignore_index() {
     assert!((got - scalar(&z_kept.cross_entropy(&kept, 0.2).unwrap())).abs() < 1e-15);
     let none = z.cross_entropy_with(&y, &opts(0.2, Reduction::None)).unwrap().to_vec_f64().unwrap();
     assert_eq!((none[1], none[3]), (0.0, 0.0));
-    check_gradients(&[z.clone()], |v| v[0].cross_entropy_with(&y, &opts(0.2, Reduction::Mean)), EPS, TOL).unwrap();
+    check_gradients(std::slice::from_ref(&z), |v| v[0].cross_entropy_with(&y, &opts(0.2, Reduction::Mean)), EPS, TOL).unwrap();
     let zv = z.to_variable();
     let g = zv.cross_entropy_with(&y, &opts(0.2, Reduction::Mean)).unwrap().backward().unwrap().get(&zv).unwrap().to_vec_f64().unwrap();
     assert!(g[3..6].iter().chain(&g[9..12]).all(|&v| v == 0.0), "ignored rows get no gradient");
@@ -285,6 +286,9 @@ fn cosine_similarity_by_hand() {
     assert!(ga.iter().chain(&gb).all(|v| v.is_finite()));
     assert_eq!(&ga[4..], &[0.0, 0.0]);
     assert!((gb[4] - 1e8).abs() < 1e-4 && gb[5] == 0.0, "{gb:?}");
+    // Vectors of length 0 are all zero: similarity 0.
+    let empty = Tensor::zeros(&[3, 0], DType::F64, privdistill::Device::Cpu).unwrap();
+    assert_eq!(empty.cosine_similarity(&empty, 1, 1e-8).unwrap().to_vec_f64().unwrap(), vec![0.0; 3]);
 }
 
 #[test]

@@ -76,7 +76,7 @@ fn masked_fill_fills_and_blocks_gradients() {
     let xv = x.to_vec_f64().unwrap();
     let want: Vec<f64> = xv.iter().enumerate().map(|(i, &v)| if i % 4 == 0 || i % 4 == 3 { -1e9 } else { v }).collect();
     assert_close(&got, &Tensor::from_vec(want, &[3, 4]).unwrap(), 0.0, 0.0);
-    check_gradients(&[x.clone()], |v| v[0].masked_fill(&mask, 2.0), EPS, TOL).unwrap();
+    check_gradients(std::slice::from_ref(&x), |v| v[0].masked_fill(&mask, 2.0), EPS, TOL).unwrap();
     let xv = x.to_variable();
     let g = xv.masked_fill(&mask, 0.0).unwrap().sum_all().unwrap().backward().unwrap();
     let want: Vec<f64> = (0..12).map(|i| if i % 4 == 0 || i % 4 == 3 { 0.0 } else { 1.0 }).collect();

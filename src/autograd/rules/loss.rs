@@ -39,11 +39,7 @@ impl BackwardRule for BceWithLogitsBackward {
         v
     }
     fn backward(&self, _out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let need = [
-            self.logits.requires_grad(),
-            self.targets.requires_grad(),
-            self.pos_weight.as_ref().is_some_and(|w| w.requires_grad()),
-        ];
+        let need = [self.logits.requires_grad(), self.targets.requires_grad(), self.pos_weight.as_ref().is_some_and(|w| w.requires_grad())];
         let [dx, dy, dw] = loss::bce_with_logits_backward(&self.logits, &self.targets, self.pos_weight.as_ref(), g, self.reduction, need)?;
         let mut grads = vec![dx, dy];
         if self.pos_weight.is_some() {

@@ -291,9 +291,10 @@ fn cosine_row<T: Float>(a: &[T], b: &[T], eps: T) -> T {
 /// Cosine similarity of each pair of rows of contiguous `[rows, len]`
 /// matrices, as torch.nn.functional.cosine_similarity:
 /// `Σ (a / max(‖a‖, eps)) · (b / max(‖b‖, eps))`.
-pub fn cosine_similarity_fwd<T: Float>(a: &[T], b: &[T], len: usize, eps: f64) -> Vec<T> {
+///
+/// `rows` is explicit because rows of length 0 (similarity 0) leave no elements.
+pub fn cosine_similarity_fwd<T: Float>(a: &[T], b: &[T], rows: usize, len: usize, eps: f64) -> Vec<T> {
     let eps = T::from_f64(eps);
-    let rows = if len == 0 { a.len() } else { a.len() / len };
     if len == 0 {
         return vec![T::zero(); rows];
     }

@@ -77,7 +77,11 @@ impl Tensor {
         if let Some((k, t)) = parts.iter().enumerate().find(|(_, t)| t.shape() != first.shape()) {
             return Err(Error::bad_shape(
                 OP,
-                format!("tensor {k} has shape {:?}, tensor 0 has shape {:?}; stacked tensors must have equal shapes", t.shape(), first.shape()),
+                format!(
+                    "tensor {k} has shape {:?}, tensor 0 has shape {:?}; stacked tensors must have equal shapes",
+                    t.shape(),
+                    first.shape()
+                ),
             ));
         }
         let d = resolve_dim(dim, first.rank() + 1, OP)?;

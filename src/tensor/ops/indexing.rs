@@ -21,7 +21,13 @@ pub(crate) fn index_values(op: &'static str, t: &Tensor) -> Result<Vec<i64>> {
 
 /// `values` as `usize` offsets into a dimension of `bound` entries, or an
 /// error naming the first bad value, its position and what it indexes.
-pub(crate) fn checked_indices(op: &'static str, what: &str, values: &[i64], bound: usize, indexes: impl Fn() -> String) -> Result<Vec<usize>> {
+pub(crate) fn checked_indices(
+    op: &'static str,
+    what: &str,
+    values: &[i64],
+    bound: usize,
+    indexes: impl Fn() -> String,
+) -> Result<Vec<usize>> {
     values
         .iter()
         .enumerate()
@@ -121,7 +127,8 @@ impl Tensor {
         shape[d] = indices.numel();
         let out = match self.device() {
             Device::Cpu => {
-                let idx = checked_indices(OP, "index", &index_values(OP, indices)?, size, || format!("dim {d} of shape {:?}", self.shape()))?;
+                let idx =
+                    checked_indices(OP, "index", &index_values(OP, indices)?, size, || format!("dim {d} of shape {:?}", self.shape()))?;
                 dispatch_any!(self.dtype(), |T| {
                     let v = with_contiguous::<T, _>(self, |s| cpu::indexing::index_select_rows(s, outer, size, inner, &idx))?;
                     Tensor::from_cpu_vec(v, &shape)
@@ -139,7 +146,10 @@ impl Tensor {
         const OP: &str = "index_select_backward";
         same_device(OP, self, indices)?;
         if dim >= self.rank() || self.shape()[dim] != indices.numel() {
-            return Err(Error::bad_shape(OP, format!("gradient {:?} does not have {} entries along dim {dim}", self.shape(), indices.numel())));
+            return Err(Error::bad_shape(
+                OP,
+                format!("gradient {:?} does not have {} entries along dim {dim}", self.shape(), indices.numel()),
+            ));
         }
         let (outer, inner) = outer_inner(self.shape(), dim);
         let mut shape = self.shape().to_vec();
@@ -170,11 +180,8 @@ impl Tensor {
                 let size = if self.rank() == 0 { 1 } else { self.shape()[d] };
                 let idx = checked_indices(OP, "index", &index_values(OP, index)?, size, || format!("dim {d} of shape {:?}", self.shape()))?;
                 // Rank 0 is gathered as rank 1 of one element.
-                let (index_shape, strides) = if self.rank() == 0 {
-                    (vec![1], vec![1])
-                } else {
-                    (index.shape().to_vec(), self.layout().strides().to_vec())
-                };
+                let (index_shape, strides) =
+                    if self.rank() == 0 { (vec![1], vec![1]) } else { (index.shape().to_vec(), self.layout().strides().to_vec()) };
                 let offset = self.layout().offset();
                 dispatch_any!(self.dtype(), |T| {
                     let v = self.with_cpu_slice::<T, _>(|s, _| cpu::indexing::gather(s, &strides, offset, &idx, &index_shape, d))?;
@@ -206,9 +213,8 @@ impl Tensor {
                 let (index_shape, kernel_input_shape) =
                     if input_shape.is_empty() { (vec![1], vec![1]) } else { (index.shape().to_vec(), input_shape.to_vec()) };
                 dispatch_float!(self.dtype(), OP, |T| {
-                    let g = with_contiguous::<T, _>(self, |g| {
-                        cpu::indexing::gather_backward(g, &idx, &index_shape, dim, &kernel_input_shape)
-                    })?;
+                    let g =
+                        with_contiguous::<T, _>(self, |g| cpu::indexing::gather_backward(g, &idx, &index_shape, dim, &kernel_input_shape))?;
                     Ok(Tensor::from_cpu_vec(g, input_shape))
                 })
             }

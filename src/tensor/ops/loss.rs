@@ -139,12 +139,7 @@ impl Tensor {
         let mut inputs = vec![self, targets];
         inputs.extend(pos_weight);
         Ok(out.recorded(&inputs, || {
-            Arc::new(BceWithLogitsBackward {
-                logits: self.clone(),
-                targets: targets.clone(),
-                pos_weight: pos_weight.cloned(),
-                reduction,
-            })
+            Arc::new(BceWithLogitsBackward { logits: self.clone(), targets: targets.clone(), pos_weight: pos_weight.cloned(), reduction })
         }))
     }
 
@@ -186,7 +181,7 @@ impl Tensor {
             Device::Cpu => dispatch_float!(self.dtype(), OP, |T| {
                 let a = rows_along::<T>(self, &shape, d)?;
                 let b = rows_along::<T>(other, &shape, d)?;
-                Tensor::from_cpu_vec(cpu::loss::cosine_similarity_fwd(&a, &b, len, eps), &out_shape)
+                Tensor::from_cpu_vec(cpu::loss::cosine_similarity_fwd(&a, &b, out_shape.iter().product(), len, eps), &out_shape)
             }),
             Device::Cuda(_) => return Err(unsupported(OP, self)),
         };
@@ -199,7 +194,10 @@ fn check_pos_weight(op: &'static str, logits: &Tensor, w: &Tensor) -> Result<()>
     same_device(op, logits, w)?;
     same_dtype(op, logits, w)?;
     if broadcast_shapes(op, w.shape(), logits.shape())? != logits.shape() {
-        return Err(Error::bad_shape(op, format!("pos_weight of shape {:?} does not broadcast to logits of shape {:?}", w.shape(), logits.shape())));
+        return Err(Error::bad_shape(
+            op,
+            format!("pos_weight of shape {:?} does not broadcast to logits of shape {:?}", w.shape(), logits.shape()),
+        ));
     }
     Ok(())
 }
@@ -226,7 +224,9 @@ pub fn mse_loss_backward(pred: &Tensor, target: &Tensor, grad: &Tensor, reductio
     match pred.device() {
         Device::Cpu => dispatch_float!(pred.dtype(), OP, |T| {
             let v = with_contiguous::<T, _>(pred, |p| {
-                with_contiguous::<T, _>(target, |t| with_loss_grad::<T, _>(grad, reduction, pred.numel(), |g| cpu::loss::mse_loss_bwd(p, t, g)))
+                with_contiguous::<T, _>(target, |t| {
+                    with_loss_grad::<T, _>(grad, reduction, pred.numel(), |g| cpu::loss::mse_loss_bwd(p, t, g))
+                })
             })???;
             Ok(Tensor::from_cpu_vec(v, pred.shape()))
         }),
@@ -368,7 +368,10 @@ pub fn cross_entropy_backward(
     let shape = class_shape(OP, logits, targets)?;
     check_label_smoothing(OP, options.label_smoothing)?;
     if log_sum_exp.numel() != shape.n * shape.inner {
-        return Err(Error::bad_shape(OP, format!("log_sum_exp has {} elements for {} samples", log_sum_exp.numel(), shape.n * shape.inner)));
+        return Err(Error::bad_shape(
+            OP,
+            format!("log_sum_exp has {} elements for {} samples", log_sum_exp.numel(), shape.n * shape.inner),
+        ));
     }
     match logits.device() {
         Device::Cpu => {
@@ -407,7 +410,17 @@ pub fn cosine_similarity_backward(a: &Tensor, b: &Tensor, dim: usize, eps: f64, 
     // The kernel works with `dim` last; `moved` is that shape and `back` undoes the move.
     let mut moved = out_shape.clone();
     moved.push(len);
-    let back: Vec<usize> = (0..shape.len()).map(|i| if i < dim { i } else if i == dim { shape.len() - 1 } else { i - 1 }).collect();
+    let back: Vec<usize> = (0..shape.len())
+        .map(|i| {
+            if i < dim {
+                i
+            } else if i == dim {
+                shape.len() - 1
+            } else {
+                i - 1
+            }
+        })
+        .collect();
     let (da, db) = match a.device() {
         Device::Cpu => dispatch_float!(a.dtype(), OP, |T| {
             let (av, bv) = (rows_along::<T>(a, &shape, dim)?, rows_along::<T>(b, &shape, dim)?);

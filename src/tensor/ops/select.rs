@@ -42,7 +42,10 @@ impl Tensor {
         const OP: &str = "masked_fill";
         let shape = broadcast_shapes(OP, mask.shape(), self.shape())?;
         if shape != self.shape() {
-            return Err(Error::bad_shape(OP, format!("mask of shape {:?} does not broadcast to the input's shape {:?}", mask.shape(), self.shape())));
+            return Err(Error::bad_shape(
+                OP,
+                format!("mask of shape {:?} does not broadcast to the input's shape {:?}", mask.shape(), self.shape()),
+            ));
         }
         let fill = Tensor::full(value, &[], self.dtype(), self.device())?;
         Tensor::where_cond(mask, &fill, self)
