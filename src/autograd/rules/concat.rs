@@ -4,6 +4,7 @@
 use crate::autograd::BackwardRule;
 use crate::{Result, Tensor};
 
+/// cat's rule; `inputs` in order, concatenated along `dim`.
 pub struct CatBackward {
     pub inputs: Vec<Tensor>,
     pub dim: usize,

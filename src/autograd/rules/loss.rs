@@ -4,6 +4,7 @@ use crate::autograd::BackwardRule;
 use crate::tensor::ops::loss::{self, CrossEntropyOptions, Reduction};
 use crate::{Result, Tensor};
 
+/// mse_loss: `d/dpred = 2 (pred - target) g`, the target's is its negation.
 pub struct MseLossBackward {
     pub pred: Tensor,
     pub target: Tensor,
@@ -23,6 +24,7 @@ impl BackwardRule for MseLossBackward {
     }
 }
 
+/// bce_with_logits: gradients to the logits, the targets and `pos_weight`.
 pub struct BceWithLogitsBackward {
     pub logits: Tensor,
     pub targets: Tensor,
@@ -49,6 +51,7 @@ impl BackwardRule for BceWithLogitsBackward {
     }
 }
 
+/// cross_entropy: `softmax - smoothed one-hot` per sample; integer targets get none.
 pub struct CrossEntropyBackward {
     pub logits: Tensor,
     pub targets: Tensor,
@@ -68,6 +71,7 @@ impl BackwardRule for CrossEntropyBackward {
     }
 }
 
+/// cosine_similarity of `a` and `b` along `dim` (of their broadcast shape).
 pub struct CosineSimilarityBackward {
     pub a: Tensor,
     pub b: Tensor,

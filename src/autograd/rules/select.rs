@@ -4,6 +4,7 @@
 use crate::autograd::BackwardRule;
 use crate::{Result, Tensor};
 
+/// where_cond's rule: `cond` picks `on_true` (nonzero) or `on_false` per element.
 pub struct WhereBackward {
     pub cond: Tensor,
     pub on_true: Tensor,

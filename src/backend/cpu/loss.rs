@@ -139,8 +139,11 @@ pub fn bce_with_logits_bwd<T: Float>(
 /// sample; `inner = 1` for the usual `[N, C]` case.
 #[derive(Clone, Copy, Debug)]
 pub struct ClassShape {
+    /// Batch size.
     pub n: usize,
+    /// Number of classes (the softmax axis).
     pub classes: usize,
+    /// Product of the spatial dims after the class dim.
     pub inner: usize,
 }
 

@@ -35,6 +35,7 @@ pub enum Reduction {
 pub struct CrossEntropyOptions {
     /// ε in `[0, 1]`: the target distribution is `(1 - ε)·onehot + ε/C`.
     pub label_smoothing: f64,
+    /// How the per-sample losses are combined.
     pub reduction: Reduction,
     /// Samples with this target contribute no loss and no gradient, and are
     /// not counted by the mean. `None` (the default here, unlike PyTorch's
