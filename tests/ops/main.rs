@@ -3,3 +3,7 @@
 //! finite differences in f64. One module per op family.
 
 mod basic;
+mod concat;
+mod indexing;
+mod loss;
+mod select;

@@ -2,7 +2,11 @@
 
 pub mod binary;
 pub mod cast;
+pub mod concat;
+pub mod indexing;
+pub mod loss;
 pub mod matmul;
 pub mod reduce;
+pub mod select;
 pub mod unary;
 pub mod view;
