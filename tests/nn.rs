@@ -5,8 +5,8 @@
 
 use privdistill::io::{Checkpoint, CheckpointMeta};
 use privdistill::nn::{
-    clip_grad_norm, global_grad_norm, AdamW, AdamWConfig, Dropout, Ema, EmaConfig, EmaWarmup, EntryKind, Init, Linear, LrSchedule,
-    Optimizer, ParamStore, Sgd, SgdConfig,
+    clip_grad_norm, global_grad_norm, AdamW, AdamWConfig, Dropout, Ema, EmaConfig, EmaWarmup, Embedding, EntryKind, Init, Linear,
+    LrSchedule, Optimizer, ParamStore, Sgd, SgdConfig,
 };
 use privdistill::testing::{assert_close, check_gradients, rand_f64};
 use privdistill::{DType, Device, Gradients, Result, Rng, Tensor};
@@ -239,6 +239,26 @@ fn dropout_masks_in_training_and_is_the_identity_in_evaluation() -> Result<()> {
     let all = Dropout::new(1.0)?.forward(&x, true, &mut rng)?.to_vec::<f32>()?;
     assert!(all.iter().all(|&v| v == 0.0));
     assert!(Dropout::new(1.5).is_err());
+    Ok(())
+}
+
+#[test]
+fn embedding_layer_picks_rows_and_learns_them() -> Result<()> {
+    let vs = ParamStore::new(DType::F64, Device::Cpu, 7);
+    let emb = Embedding::new(&vs.pp("token_embedding"), 10, 4)?;
+    assert_eq!(vs.iter().next().unwrap().name, "token_embedding.weight");
+    assert_eq!((emb.num_embeddings(), emb.embedding_dim()), (10, 4));
+    let ids = Tensor::from_vec(vec![3i64, 0, 3, 9], &[2, 2])?;
+    let out = emb.forward(&ids)?;
+    assert_eq!(out.shape(), [2, 2, 4]);
+    let (w, o) = (emb.weight.to_vec_f64()?, out.to_vec_f64()?);
+    for (p, &id) in [3usize, 0, 3, 9].iter().enumerate() {
+        assert_eq!(o[p * 4..p * 4 + 4], w[id * 4..id * 4 + 4]);
+    }
+    let g = out.sum_all()?.backward()?;
+    let gw = g.get(&emb.weight).unwrap().to_vec_f64()?;
+    assert_eq!(gw[3 * 4], 2.0, "a repeated id collects both gradients");
+    assert_eq!(gw[4], 0.0);
     Ok(())
 }
 

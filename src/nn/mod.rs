@@ -5,6 +5,7 @@
 pub mod clip;
 pub mod dropout;
 pub mod ema;
+pub mod embedding;
 pub mod init;
 pub mod linear;
 pub mod optim;
@@ -14,6 +15,7 @@ pub mod store;
 pub use clip::{clip_grad_norm, global_grad_norm};
 pub use dropout::Dropout;
 pub use ema::{Ema, EmaConfig, EmaWarmup};
+pub use embedding::Embedding;
 pub use init::{fan_in_fan_out, Init};
 pub use linear::Linear;
 pub use optim::{AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig};
