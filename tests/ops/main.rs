@@ -2,4 +2,7 @@
 //! broadcasting and non-contiguous views) and its backward against central
 //! finite differences in f64. One module per op family.
 
+mod attention;
 mod basic;
+mod norm;
+mod softmax;

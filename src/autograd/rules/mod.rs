@@ -1,8 +1,11 @@
 //! Backward rules, one file per op family (named as the forward op's file).
 
+pub mod attention;
 pub mod binary;
 pub mod cast;
 pub mod matmul;
+pub mod norm;
 pub mod reduce;
+pub mod softmax;
 pub mod unary;
 pub mod view;

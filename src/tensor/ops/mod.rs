@@ -5,10 +5,13 @@
 //! same name.
 
 pub mod assign;
+pub mod attention;
 pub mod binary;
 pub mod cast;
 pub mod matmul;
+pub mod norm;
 pub mod reduce;
+pub mod softmax;
 pub mod unary;
 pub mod view;
 
