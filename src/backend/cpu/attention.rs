@@ -110,6 +110,7 @@ impl<T: Float> Scores<'_, T> {
 
     /// The tile `s[rows, cols]` of scores for queries `i0..` and keys `j0..`,
     /// given `kt` from [`Scores::load_kt`].
+    #[allow(clippy::too_many_arguments)]
     fn tile(&self, bh: usize, i0: usize, rows: usize, j0: usize, cols: usize, kt: &[T], s: &mut [T]) {
         let d = self.dims.d;
         gemm(
@@ -259,7 +260,8 @@ pub fn attention_bwd<T: Float>(sc: Scores<T>, gi: AttentionGradInputs<T>) -> (Ve
         return (dq, dk, dvv);
     }
     // delta_i = Σ dO_i·O_i = Σ_j P_ij·dP_ij, the softmax-backward row term.
-    let delta: Vec<T> = gi.out.par_chunks(dv).zip(gi.grad.par_chunks(dv)).map(|(o, g)| super::softmax::dot_slice(o, g)).collect();
+    let delta: Vec<T> =
+        gi.out.par_chunks(dv).zip(gi.grad.par_chunks(dv)).with_min_len(256).map(|(o, g)| super::softmax::dot_slice(o, g)).collect();
 
     // Pass 1: each task owns one key block of dK and dV.
     dk.par_chunks_mut(lk * d).zip(dvv.par_chunks_mut(lk * dv)).enumerate().for_each(|(b, (dk_head, dv_head))| {

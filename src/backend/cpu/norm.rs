@@ -76,7 +76,7 @@ fn silu_inplace<T: Float>(y: &mut [T], scratch: &mut Vec<T>) {
     scratch.extend(y.iter().map(|&v| -v));
     exp_inplace(scratch);
     for (o, &e) in y.iter_mut().zip(scratch.iter()) {
-        *o = *o / (T::one() + e);
+        *o /= T::one() + e;
     }
 }
 
@@ -264,7 +264,7 @@ fn rows_per_task(len: usize) -> usize {
 pub fn layer_norm_fwd<T: Float>(x: &[T], len: usize, weight: Option<&[T]>, bias: Option<&[T]>, eps: f64) -> NormForward<T> {
     let mut out = vec![T::zero(); x.len()];
     if len == 0 || x.is_empty() {
-        let rows = if len == 0 { 0 } else { x.len() / len };
+        let rows = x.len().checked_div(len).unwrap_or(0);
         return NormForward { out, mean: vec![T::zero(); rows], rstd: vec![T::zero(); rows] };
     }
     let one_row = |xr: &[T], yr: &mut [T]| -> (T, T) {

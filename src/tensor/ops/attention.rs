@@ -133,7 +133,8 @@ impl Tensor {
         scale: Option<f64>,
     ) -> Result<Tensor> {
         let (out, lse) = self.scaled_dot_product_attention_with_lse(k, v, mask, causal, scale)?;
-        let scale = check(self, k, v, mask, scale)?.scale;
+        // The shapes are valid by now; the backward needs the scale actually used.
+        let scale = scale.unwrap_or(1.0 / (self.shape()[3] as f64).sqrt());
         Ok(out.recorded(&[self, k, v], || {
             Arc::new(AttentionBackward { q: self.clone(), k: k.clone(), v: v.clone(), mask: mask.cloned(), causal, scale, lse })
         }))
