@@ -373,3 +373,36 @@ fn batch_norm_rejects_bad_arguments() {
     assert!(x.batch_norm(Some(&rand_f64(&[4], 84)), None, None, None, true, 0.1, EPS).is_err());
     assert!(rand_f64(&[3], 85).batch_norm(None, None, None, None, true, 0.1, EPS).is_err());
 }
+
+#[test]
+fn norm_gradients_agree_between_f32_and_f64() {
+    type Op = fn(&Tensor, &Tensor, &Tensor) -> Tensor;
+    let x = rand_f64(&[2, 6, 5, 3], 90).affine(2.0, 1.0).unwrap();
+    let g = rand_f64(&[2, 6, 5, 3], 91);
+    let (w6, b6) = (rand_f64(&[6], 92), rand_f64(&[6], 93));
+    let (w3, b3) = (rand_f64(&[5, 3], 94), rand_f64(&[5, 3], 95));
+    let cases: [(Op, &Tensor, &Tensor); 5] = [
+        (|x, w, b| x.group_norm(3, Some(w), Some(b), EPS).unwrap(), &w6, &b6),
+        (|x, w, b| x.group_norm_silu(2, Some(w), Some(b), EPS).unwrap(), &w6, &b6),
+        (|x, w, b| x.layer_norm(&[5, 3], Some(w), Some(b), EPS).unwrap(), &w3, &b3),
+        (|x, w, b| x.batch_norm(None, None, Some(w), Some(b), true, 0.1, EPS).unwrap(), &w6, &b6),
+        (
+            |x, w, b| {
+                x.batch_norm(Some(&w.ones_like().unwrap()), Some(&w.ones_like().unwrap()), Some(w), Some(b), false, 0.1, EPS).unwrap()
+            },
+            &w6,
+            &b6,
+        ),
+    ];
+    for (k, (op, w, b)) in cases.into_iter().enumerate() {
+        let grads = |dtype: DType| {
+            let vars = [&x, w, b].map(|t| t.to_dtype(dtype).unwrap().to_variable());
+            let gr = op(&vars[0], &vars[1], &vars[2]).backward_with(g.to_dtype(dtype).unwrap()).unwrap();
+            vars.map(|v| gr.get(&v).unwrap().clone())
+        };
+        let (g64, g32) = (grads(DType::F64), grads(DType::F32));
+        for (a, b) in g32.iter().zip(&g64) {
+            assert!(privdistill::testing::max_abs_diff(a, b).unwrap() < 1e-4, "case {k}");
+        }
+    }
+}

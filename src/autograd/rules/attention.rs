@@ -5,12 +5,19 @@
 use crate::autograd::BackwardRule;
 use crate::{Result, Tensor};
 
+/// Saved state of one attention call.
 pub struct AttentionBackward {
+    /// Queries `[B, H, Lq, D]`.
     pub q: Tensor,
+    /// Keys `[B, H, Lk, D]`.
     pub k: Tensor,
+    /// Values `[B, H, Lk, Dv]`.
     pub v: Tensor,
+    /// The additive mask, if any (a constant: it gets no gradient).
     pub mask: Option<Tensor>,
+    /// Whether query `i` saw only keys `j <= i`.
     pub causal: bool,
+    /// The score scale the forward used.
     pub scale: f64,
     /// `[B, H, Lq]` log-sum-exp of each query row's scores.
     pub lse: Tensor,

@@ -23,14 +23,19 @@ fn ordered(g: NormGradients, weight: &Option<Tensor>, bias: &Option<Tensor>) -> 
     v
 }
 
+/// Saved state of group norm and group norm + SiLU.
 pub struct GroupNormBackward {
+    /// The op's input.
     pub input: Tensor,
+    /// The affine weight, if any.
     pub weight: Option<Tensor>,
+    /// The affine bias, if any.
     pub bias: Option<Tensor>,
     /// `[N, groups]`.
     pub mean: Tensor,
     /// `[N, groups]`, `1/sqrt(var + eps)`.
     pub rstd: Tensor,
+    /// Number of channel groups.
     pub num_groups: usize,
     /// Whether the forward was `group_norm_silu`.
     pub silu: bool,
@@ -60,13 +65,19 @@ impl BackwardRule for GroupNormBackward {
     }
 }
 
+/// Saved state of layer norm.
 pub struct LayerNormBackward {
+    /// The op's input.
     pub input: Tensor,
+    /// The affine weight, if any.
     pub weight: Option<Tensor>,
+    /// The affine bias, if any.
     pub bias: Option<Tensor>,
-    /// One per normalised row.
+    /// Mean of each normalised row.
     pub mean: Tensor,
+    /// `1/sqrt(var + eps)` of each normalised row.
     pub rstd: Tensor,
+    /// The trailing dims normalised over.
     pub normalized_shape: Vec<usize>,
 }
 impl BackwardRule for LayerNormBackward {
@@ -82,13 +93,19 @@ impl BackwardRule for LayerNormBackward {
     }
 }
 
+/// Saved state of batch norm.
 pub struct BatchNormBackward {
+    /// The op's input.
     pub input: Tensor,
+    /// The affine weight, if any.
     pub weight: Option<Tensor>,
+    /// The affine bias, if any.
     pub bias: Option<Tensor>,
     /// `[C]`: the batch mean in training, the running mean in evaluation.
     pub mean: Tensor,
+    /// `[C]` `1/sqrt(var + eps)` of the statistics used.
     pub rstd: Tensor,
+    /// Whether the batch statistics were used (the gradient flows through them).
     pub training: bool,
 }
 impl BackwardRule for BatchNormBackward {

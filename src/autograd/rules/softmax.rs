@@ -4,9 +4,13 @@
 use crate::autograd::BackwardRule;
 use crate::{Result, Tensor};
 
+/// Saved state of softmax / log-softmax (the output comes with the gradient).
 pub struct SoftmaxBackward {
+    /// The op's input.
     pub input: Tensor,
+    /// The (resolved) dimension normalised over.
     pub dim: usize,
+    /// log-softmax rather than softmax.
     pub log: bool,
 }
 impl BackwardRule for SoftmaxBackward {

@@ -62,7 +62,9 @@ impl HeadMatrices {
 /// A strided operand: its storage and where its matrices are.
 #[derive(Clone, Copy)]
 pub struct Operand<'a, T> {
+    /// The whole storage the view reads.
     pub data: &'a [T],
+    /// Where each (batch, head) matrix starts and its strides.
     pub heads: HeadMatrices,
 }
 
@@ -71,7 +73,9 @@ pub struct Operand<'a, T> {
 pub struct AttentionDims {
     /// Batch × heads.
     pub bh: usize,
+    /// Query length.
     pub lq: usize,
+    /// Key/value length.
     pub lk: usize,
     /// Query/key head size.
     pub d: usize,
@@ -82,13 +86,17 @@ pub struct AttentionDims {
 /// Everything that defines the scores `scale·QKᵀ + mask` (with causal −∞).
 #[derive(Clone, Copy)]
 pub struct Scores<'a, T> {
+    /// Queries `[B, H, Lq, D]`.
     pub q: Operand<'a, T>,
+    /// Keys `[B, H, Lk, D]`.
     pub k: Operand<'a, T>,
     /// Additive mask broadcast to `[B, H, Lq, Lk]`.
     pub mask: Option<Operand<'a, T>>,
     /// Query `i` sees keys `j <= i` only (top-left aligned, as PyTorch's `is_causal`).
     pub causal: bool,
+    /// Multiplies `QKᵀ` before the mask is added.
     pub scale: T,
+    /// The call's sizes.
     pub dims: AttentionDims,
 }
 
@@ -241,6 +249,7 @@ fn score_grads<T: Float>(p: &[T], dp: &mut [T], cols: usize, delta: &[T]) {
 /// Saved forward state and output gradient for [`attention_bwd`].
 #[derive(Clone, Copy)]
 pub struct AttentionGradInputs<'a, T> {
+    /// Values `[B, H, Lk, Dv]`.
     pub v: Operand<'a, T>,
     /// Contiguous `[BH, Lq, Dv]` forward output.
     pub out: &'a [T],

@@ -92,16 +92,20 @@ pub struct NormForward<T> {
 
 /// Gradients of a normalisation.
 pub struct NormGrads<T> {
+    /// Input gradient, shaped like the input.
     pub dx: Vec<T>,
     /// Per channel (group/batch norm) or per normalised element (layer norm).
     pub dweight: Vec<T>,
+    /// Shaped like `dweight`.
     pub dbias: Vec<T>,
 }
 
 /// Dimensions of an `[N, C, spatial]` tensor.
 #[derive(Clone, Copy, Debug)]
 pub struct NcsDims {
+    /// Batch size.
     pub n: usize,
+    /// Channels.
     pub c: usize,
     /// Product of the dims after the channel dim.
     pub spatial: usize,

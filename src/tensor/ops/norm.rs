@@ -16,8 +16,11 @@ use std::sync::Arc;
 /// parameters (`weight` and `bias` gradients are computed whether or not the
 /// op had those parameters; the backward rule keeps the ones it needs).
 pub struct NormGradients {
+    /// Gradient of the input.
     pub input: Tensor,
+    /// Gradient of the weight (per channel, or shaped `normalized_shape`).
     pub weight: Tensor,
+    /// Gradient of the bias, shaped like the weight's.
     pub bias: Tensor,
 }
 
