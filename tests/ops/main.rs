@@ -2,8 +2,11 @@
 //! broadcasting and non-contiguous views) and its backward against central
 //! finite differences in f64. One module per op family.
 
+mod attention;
 mod basic;
 mod concat;
 mod indexing;
 mod loss;
+mod norm;
 mod select;
+mod softmax;

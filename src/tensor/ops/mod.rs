@@ -5,14 +5,17 @@
 //! same name.
 
 pub mod assign;
+pub mod attention;
 pub mod binary;
 pub mod cast;
 pub mod concat;
 pub mod indexing;
 pub mod loss;
 pub mod matmul;
+pub mod norm;
 pub mod reduce;
 pub mod select;
+pub mod softmax;
 pub mod unary;
 pub mod view;
 
