@@ -5,8 +5,8 @@
 
 use privdistill::io::{Checkpoint, CheckpointMeta};
 use privdistill::nn::{
-    clip_grad_norm, global_grad_norm, AdamW, AdamWConfig, Dropout, Ema, EmaConfig, EmaWarmup, Embedding, EntryKind, Init, Linear,
-    LrSchedule, Optimizer, ParamStore, Sgd, SgdConfig,
+    clip_grad_norm, global_grad_norm, AdamW, AdamWConfig, BatchNorm2d, Dropout, Ema, EmaConfig, EmaWarmup, Embedding, EntryKind, GroupNorm,
+    Init, LayerNorm, Linear, LrSchedule, Optimizer, ParamStore, Sgd, SgdConfig,
 };
 use privdistill::testing::{assert_close, check_gradients, rand_f64};
 use privdistill::{DType, Device, Gradients, Result, Rng, Tensor};
@@ -239,6 +239,82 @@ fn dropout_masks_in_training_and_is_the_identity_in_evaluation() -> Result<()> {
     let all = Dropout::new(1.0)?.forward(&x, true, &mut rng)?.to_vec::<f32>()?;
     assert!(all.iter().all(|&v| v == 0.0));
     assert!(Dropout::new(1.5).is_err());
+    Ok(())
+}
+
+#[test]
+fn group_and_layer_norm_layers_normalise_with_torch_defaults() -> Result<()> {
+    let vs = ParamStore::new(DType::F64, Device::Cpu, 5);
+    let gn = GroupNorm::new(&vs.pp("norm1"), 2, 4, 1e-6, true)?;
+    let ln = LayerNorm::new(&vs.pp("ln"), &[6], 1e-5, true)?;
+    let names: Vec<String> = vs.iter().map(|p| p.name).collect();
+    assert_eq!(names, ["norm1.weight", "norm1.bias", "ln.weight", "ln.bias"]);
+    assert!(gn.weight.as_ref().unwrap().to_vec_f64()?.iter().all(|&w| w == 1.0));
+    assert!(ln.bias.as_ref().unwrap().to_vec_f64()?.iter().all(|&b| b == 0.0));
+    assert!(GroupNorm::new(&vs.pp("bad"), 3, 4, 1e-6, true).is_err());
+
+    // Group norm: each (sample, group) of 2 channels × 3 positions normalised.
+    let x = rand_f64(&[2, 4, 3], 6);
+    let (xv, yv) = (x.to_vec_f64()?, gn.forward(&x)?.to_vec_f64()?);
+    for group in xv.chunks(6).zip(yv.chunks(6)) {
+        let (mean, var) = mean_and_var(group.0);
+        for (a, b) in group.0.iter().zip(group.1) {
+            assert!(((a - mean) / (var + 1e-6).sqrt() - b).abs() < 1e-10);
+        }
+    }
+    let silu = gn.forward_silu(&x)?.to_vec_f64()?;
+    assert!(silu.iter().zip(&yv).all(|(s, y)| (s - y / (1.0 + (-y).exp())).abs() < 1e-12));
+
+    // Layer norm over the last dim.
+    let x = rand_f64(&[3, 6], 7);
+    let (xv, yv) = (x.to_vec_f64()?, ln.forward(&x)?.to_vec_f64()?);
+    for row in xv.chunks(6).zip(yv.chunks(6)) {
+        let (mean, var) = mean_and_var(row.0);
+        for (a, b) in row.0.iter().zip(row.1) {
+            assert!(((a - mean) / (var + 1e-5).sqrt() - b).abs() < 1e-10);
+        }
+    }
+    let plain = LayerNorm::new(&vs.pp("plain"), &[6], 1e-5, false)?;
+    assert!(plain.weight.is_none() && vs.get("plain.weight").is_none());
+    Ok(())
+}
+
+#[test]
+fn batch_norm_tracks_running_statistics_like_torch() -> Result<()> {
+    let vs = ParamStore::new(DType::F64, Device::Cpu, 6);
+    let bn = BatchNorm2d::new(&vs.pp("bn1"), 2, 1e-5, Some(0.1), true)?;
+    let state: Vec<String> = vs.state_dict().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(state, ["bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var", "bn1.num_batches_tracked"]);
+    assert_eq!(vs.trainable_parameters().len(), 2);
+    assert_eq!(bn.num_batches_tracked.dtype(), DType::I64);
+
+    let x = rand_f64(&[3, 2, 2, 2], 9);
+    let xv = x.to_vec_f64()?;
+    let channel = |c: usize| -> Vec<f64> { (0..3).flat_map(|n| xv[(n * 2 + c) * 4..(n * 2 + c) * 4 + 4].to_vec()).collect() };
+    let y = bn.forward(&x, true)?.to_vec_f64()?;
+    let (rm, rv) = (bn.running_mean.to_vec_f64()?, bn.running_var.to_vec_f64()?);
+    for c in 0..2 {
+        let (mean, var) = mean_and_var(&channel(c));
+        assert!((rm[c] - 0.1 * mean).abs() < 1e-12);
+        assert!((rv[c] - (0.9 + 0.1 * var * 12.0 / 11.0)).abs() < 1e-12, "running_var uses the unbiased variance");
+        assert!((y[c * 4] - (xv[c * 4] - mean) / (var + 1e-5).sqrt()).abs() < 1e-10);
+    }
+    assert_eq!(bn.num_batches_tracked.to_vec::<i64>()?, [1]);
+
+    // Evaluation: running statistics, nothing updated.
+    let e = bn.forward(&x, false)?.to_vec_f64()?;
+    assert!((e[0] - (xv[0] - rm[0]) / (rv[0] + 1e-5).sqrt()).abs() < 1e-10);
+    assert_eq!(bn.num_batches_tracked.to_vec::<i64>()?, [1]);
+    assert_eq!(bn.running_mean.to_vec_f64()?, rm);
+
+    // momentum=None: a cumulative average, 1 / batches seen.
+    let cumulative = BatchNorm2d::new(&vs.pp("bn2"), 2, 1e-5, None, false)?;
+    cumulative.forward(&x, true)?;
+    let (mean0, _) = mean_and_var(&channel(0));
+    assert!((cumulative.running_mean.to_vec_f64()?[0] - mean0).abs() < 1e-12, "the first batch has weight 1");
+    cumulative.forward(&x.affine(1.0, 1.0)?, true)?;
+    assert!((cumulative.running_mean.to_vec_f64()?[0] - (mean0 + 0.5)).abs() < 1e-12, "the second has weight 1/2");
+    assert_eq!(cumulative.num_batches_tracked.to_vec::<i64>()?, [2]);
     Ok(())
 }
 
