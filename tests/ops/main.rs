@@ -3,3 +3,6 @@
 //! finite differences in f64. One module per op family.
 
 mod basic;
+mod conv;
+mod pool;
+mod upsample;

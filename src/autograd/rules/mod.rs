@@ -2,7 +2,10 @@
 
 pub mod binary;
 pub mod cast;
+pub mod conv;
 pub mod matmul;
+pub mod pool;
 pub mod reduce;
 pub mod unary;
+pub mod upsample;
 pub mod view;

@@ -7,9 +7,12 @@
 pub mod assign;
 pub mod binary;
 pub mod cast;
+pub mod conv;
 pub mod matmul;
+pub mod pool;
 pub mod reduce;
 pub mod unary;
+pub mod upsample;
 pub mod view;
 
 use crate::tensor::{CpuStorage, Element, Layout, Storage, Tensor};
