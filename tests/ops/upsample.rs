@@ -48,9 +48,9 @@ fn upsample_nearest2d_matches_pytorch_indices() {
 #[test]
 fn upsample_nearest2d_backward_matches_finite_differences() {
     let x = rand_f64(&[2, 2, 3, 4], 3);
-    check_gradients(&[x.clone()], |v| v[0].upsample_nearest2d_scale([2.0, 2.0]), 1e-6, 1e-6).unwrap();
-    check_gradients(&[x.clone()], |v| v[0].upsample_nearest2d([5, 7]), 1e-6, 1e-6).unwrap();
-    check_gradients(&[x.clone()], |v| v[0].upsample_nearest2d([2, 3]), 1e-6, 1e-6).unwrap();
+    check_gradients(std::slice::from_ref(&x), |v| v[0].upsample_nearest2d_scale([2.0, 2.0]), 1e-6, 1e-6).unwrap();
+    check_gradients(std::slice::from_ref(&x), |v| v[0].upsample_nearest2d([5, 7]), 1e-6, 1e-6).unwrap();
+    check_gradients(std::slice::from_ref(&x), |v| v[0].upsample_nearest2d([2, 3]), 1e-6, 1e-6).unwrap();
     // Each input pixel of a ×2 upsample collects its 2×2 block of gradients.
     let big = rand_f64(&[2, 64, 16, 16], 4);
     let dy = rand_f64(&[2, 64, 32, 32], 5);

@@ -20,8 +20,9 @@ use std::ops::Range;
 const COL_BLOCK_ELEMS: usize = 1 << 20;
 
 /// Upper bound on the elements of the per-thread weight-gradient partial sums
-/// of backward-weight (1 GB of f32); fewer partials are used when the weight is huge.
-const WEIGHT_PARTIALS_ELEMS: usize = 1 << 28;
+/// of backward-weight (256 MB of f32): a huge weight gets fewer partials, and
+/// the spare threads work inside GEMM instead.
+const WEIGHT_PARTIALS_ELEMS: usize = 1 << 26;
 
 /// Below this many multiply-adds a convolution runs on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 20;
