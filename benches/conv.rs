@@ -1,8 +1,9 @@
 //! conv2d throughput on the shapes that dominate the models: an SD-UNet 3×3
 //! layer ([1, 320, 64, 64] ⊛ [320, 320, 3, 3]) and the ResNet-50 stem
 //! (7×7 stride 2 on [8, 3, 224, 224]). Each case is first timed directly and
-//! printed as GFLOP/s; criterion then reports the same as "elem/s" (one
-//! element = one flop). Run `cargo bench --bench conv -- fwd` to filter.
+//! printed as GFLOP/s, next to a plain GEMM of the same size (the ceiling);
+//! criterion then reports the same as "elem/s" (one element = one flop).
+//! Run `cargo bench --bench conv -- fwd` to filter.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use privdistill::tensor::ops::conv::{conv2d_backward_input, conv2d_backward_weight, Conv2dParams};
@@ -48,7 +49,7 @@ fn report(label: &str, flops: u64, mut f: impl FnMut()) {
         })
         .min()
         .unwrap();
-    eprintln!("{label:<40} {:>9.1} ms  {:>7.2} GFLOP/s", best.as_secs_f64() * 1e3, flops as f64 / best.as_secs_f64() / 1e9);
+    eprintln!("{label:<52} {:>9.1} ms  {:>7.2} GFLOP/s", best.as_secs_f64() * 1e3, flops as f64 / best.as_secs_f64() / 1e9);
 }
 
 fn conv(c: &mut Criterion) {
@@ -60,6 +61,11 @@ fn conv(c: &mut Criterion) {
         let y = x.conv2d(&w, None, case.params).unwrap();
         let dy = rand_f32(y.shape(), 3);
         let n = flops(case, &y);
+        // The same flops as one plain GEMM: the ceiling the im2col formulation works against.
+        let (m, k, cols) = (case.w[0], case.w[1..].iter().product::<usize>(), y.numel() / case.w[0]);
+        let (a, b) = (rand_f32(&[m, k], 4), rand_f32(&[k, cols], 5));
+        report(&format!("{} as one gemm {m}x{k}x{cols}", case.name), n, || drop(a.matmul(&b).unwrap()));
+        drop((a, b));
         report(&format!("{} fwd", case.name), n, || drop(x.conv2d(&w, None, case.params).unwrap()));
         report(&format!("{} bwd_data", case.name), n, || drop(conv2d_backward_input(&dy, &w, x.shape(), case.params).unwrap()));
         report(&format!("{} bwd_weight", case.name), n, || drop(conv2d_backward_weight(&x, &dy, w.shape(), case.params).unwrap()));
