@@ -5,8 +5,11 @@
 mod attention;
 mod basic;
 mod concat;
+mod conv;
 mod indexing;
 mod loss;
 mod norm;
+mod pool;
 mod select;
 mod softmax;
+mod upsample;
