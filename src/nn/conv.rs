@@ -41,10 +41,12 @@ impl Conv2d {
         Ok(Conv2d { weight, bias, params })
     }
 
+    /// Input channels (all groups).
     pub fn in_channels(&self) -> usize {
         self.weight.shape()[1] * self.params.groups
     }
 
+    /// Output channels.
     pub fn out_channels(&self) -> usize {
         self.weight.shape()[0]
     }

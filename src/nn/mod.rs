@@ -9,6 +9,8 @@
 //! [`ParamPath`] so their names are the reference implementation's, with a
 //! `forward` method; training-only behaviour takes an explicit `train` flag.
 
+#![warn(missing_docs)]
+
 pub mod clip;
 pub mod conv;
 pub mod dropout;
