@@ -15,6 +15,8 @@ enum Command {
     Doctor,
     /// Run the whole pipeline on the shipped chest X-ray data.
     Demo,
+    /// Datasets: split by patient, import, generate phantoms, summarise.
+    Data(Box<privdistill::data::cli::DataArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -22,6 +24,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Doctor => Ok(()),
         Command::Demo => Err(anyhow::anyhow!("demo: not built yet")),
+        Command::Data(args) => privdistill::data::cli::run(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
