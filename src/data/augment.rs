@@ -99,7 +99,7 @@ impl Augment {
         }
         let mut view = Image { width: size, height: size, channels: c, data: out };
         let mean = view.data.iter().map(|&v| v as f64).sum::<f64>() / view.data.len() as f64;
-        let noise = if noise_std > 0.0 { rng.normal_vec(view.data.len()) } else { Vec::new() };
+        let noise = if noise_std > 0.0 { super::noise::PixelNoise::from_rng(rng).normals(view.data.len()) } else { Vec::new() };
         for (i, v) in view.data.iter_mut().enumerate() {
             let mut x = (*v as f64 - mean) * contrast + mean + brightness;
             if let Some(z) = noise.get(i) {

@@ -15,6 +15,7 @@ pub mod imaging;
 pub mod import;
 pub mod loader;
 pub mod manifest;
+mod noise;
 pub mod pairs;
 pub mod phantom;
 pub mod split;

@@ -705,7 +705,7 @@ pub fn render(anatomy: &Anatomy, acq: &Acquisition, findings: &Findings, size: u
     }
 
     // Exposure: Beer–Lambert to film density, then gamma, contrast, brightness, quantum noise.
-    let noise = rng.normal_vec(size * size);
+    let noise = super::noise::PixelNoise::from_rng(rng).normals(size * size);
     for (v, z) in data.iter_mut().zip(noise) {
         let film = 1.0 - (-acq.penetration * (*v as f64).max(0.0)).exp();
         let shaped = film.powf(acq.gamma);
