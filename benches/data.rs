@@ -24,7 +24,10 @@ fn dataset_64(tmp: &Path) -> Manifest {
 fn bench_decode_preprocess(c: &mut Criterion) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let m64 = Arc::new(dataset_64(tmp.path()));
-    let m512 = Arc::new(write_phantom(&PhantomConfig { patients: 16, images_per_patient: 2, size: 512, seed: 0 }, &tmp.path().join("p512")).expect("phantom"));
+    let m512 = Arc::new(
+        write_phantom(&PhantomConfig { patients: 16, images_per_patient: 2, size: 512, seed: 0 }, &tmp.path().join("p512"))
+            .expect("phantom"),
+    );
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
 
     let mut g = c.benchmark_group("data");

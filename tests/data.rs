@@ -66,8 +66,18 @@ fn bad_corpus() -> Vec<BadCase> {
     let ok = br#"{"image":"a.png","patient":"p1"}"#.to_vec();
     let line = |extra: &[u8]| [ok.clone(), b"\n".to_vec(), extra.to_vec(), b"\n".to_vec()].concat();
     vec![
-        BadCase { name: "malformed JSON line", manifest: line(br#"{"image":"b.png","patient":"p2""#), files: vec![], expect: &[":2:", "not valid JSON"] },
-        BadCase { name: "missing image", manifest: line(br#"{"patient":"p2","text":"x"}"#), files: vec![], expect: &[":2:", "`image`", "missing"] },
+        BadCase {
+            name: "malformed JSON line",
+            manifest: line(br#"{"image":"b.png","patient":"p2""#),
+            files: vec![],
+            expect: &[":2:", "not valid JSON"],
+        },
+        BadCase {
+            name: "missing image",
+            manifest: line(br#"{"patient":"p2","text":"x"}"#),
+            files: vec![],
+            expect: &[":2:", "`image`", "missing"],
+        },
         BadCase {
             name: "image file missing",
             manifest: line(br#"{"image":"nope.png","patient":"p2"}"#),
@@ -245,7 +255,11 @@ fn loader_batches_in_order_and_does_not_depend_on_worker_count() {
 #[test]
 fn loader_reports_a_bad_image_as_an_error_item() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("manifest.jsonl"), "{\"image\":\"a.png\",\"patient\":\"p\"}\n{\"image\":\"gone.png\",\"patient\":\"q\"}\n").unwrap();
+    std::fs::write(
+        dir.path().join("manifest.jsonl"),
+        "{\"image\":\"a.png\",\"patient\":\"p\"}\n{\"image\":\"gone.png\",\"patient\":\"q\"}\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("a.png"), png_bytes(8, 8)).unwrap();
     let m = Arc::new(Manifest::load(dir.path()).unwrap());
     let items: Vec<_> = BatchLoader::new(m, vec![0, 1], LoaderConfig::new(1, Contract::Reid { size: 8 })).unwrap().collect();
@@ -295,7 +309,8 @@ fn split_cli_rewrites_the_manifest_atomically_and_reports_counts() {
     let splits: Vec<Split> = m.records.iter().map(|r| r.split.expect("every record has a split")).collect();
     assert_no_patient_overlap(&m, &splits);
     // Nothing but the manifest and images is left behind (no temporary files).
-    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }
 
@@ -345,7 +360,8 @@ fn mimic_importer_on_the_fixture_tree() {
     assert_eq!(report.skipped["report missing or without an IMPRESSION section"], 1);
 
     let m = Manifest::load(out.path()).unwrap();
-    let by_dicom: BTreeMap<String, &Record> = m.records.iter().map(|r| (r.meta.as_ref().unwrap()["dicom_id"].as_str().unwrap().to_string(), r)).collect();
+    let by_dicom: BTreeMap<String, &Record> =
+        m.records.iter().map(|r| (r.meta.as_ref().unwrap()["dicom_id"].as_str().unwrap().to_string(), r)).collect();
     let normal = by_dicom["02aa804e-bde0afdd-112c0b34-7bc16630-4e384014"];
     assert_eq!(normal.patient, "10000032");
     assert_eq!(normal.text.as_deref(), Some("No acute cardiopulmonary process."));
@@ -440,10 +456,23 @@ fn import_cli_runs_each_importer() {
     let out = tempfile::tempdir().unwrap();
     let root = fixtures();
     let o = |name: &str| out.path().join(name).to_string_lossy().into_owned();
-    let (ok, stdout, stderr) = privdistill(&["data", "import", "mimic", "--root", root.join("mimic").to_str().unwrap(), "--out", &o("m"), "--size", "16"]);
+    let (ok, stdout, stderr) =
+        privdistill(&["data", "import", "mimic", "--root", root.join("mimic").to_str().unwrap(), "--out", &o("m"), "--size", "16"]);
     assert!(ok && stdout.contains("3 images, 2 patients"), "{stdout}{stderr}");
     let (ok, stdout, stderr) = privdistill(&[
-        "data", "import", "csv", "--table", root.join("table.csv").to_str().unwrap(), "--image-column", "path", "--patient-column", "subject", "--label-column", "Edema", "--out", &o("c"),
+        "data",
+        "import",
+        "csv",
+        "--table",
+        root.join("table.csv").to_str().unwrap(),
+        "--image-column",
+        "path",
+        "--patient-column",
+        "subject",
+        "--label-column",
+        "Edema",
+        "--out",
+        &o("c"),
     ]);
     assert!(ok && stdout.contains("3 images"), "{stdout}{stderr}");
     let (ok, stdout, stderr) = privdistill(&["data", "import", "folder", root.join("folder").to_str().unwrap(), "--out", &o("f")]);
