@@ -96,24 +96,36 @@ impl Contract {
     /// Maps an image that already has this contract's size (e.g. after augmentation) to its values.
     pub fn normalise(&self, square: &Image) -> Planar {
         let channels = self.channels();
-        let src = match channels {
-            1 => square.to_grey(),
-            _ => square.to_rgb(),
+        let mut data = vec![0f32; channels * square.height * square.width];
+        self.normalise_into(square, &mut data);
+        Planar { channels, height: square.height, width: square.width, data }
+    }
+
+    /// [`Contract::normalise`] into `out` (`channels × height × width` values), so a
+    /// batch can be filled in place. Grey is replicated to 3 channels and RGB
+    /// reduced to luminance as the contract needs.
+    pub fn normalise_into(&self, square: &Image, out: &mut [f32]) {
+        let channels = self.channels();
+        let plane_len = square.height * square.width;
+        assert_eq!(out.len(), channels * plane_len, "normalise_into: output length");
+        let grey;
+        let src = if channels == 1 && square.channels == 3 {
+            grey = square.to_grey();
+            &grey
+        } else {
+            square
         };
-        let (h, w) = (src.height, src.width);
-        let mut data = vec![0f32; channels * h * w];
-        for c in 0..channels {
+        for (c, plane) in out.chunks_exact_mut(plane_len).enumerate() {
             let (scale, shift) = match *self {
                 Contract::Ldm { .. } => (2.0, -1.0),
                 Contract::Reid { .. } => (1.0 / IMAGENET_STD[c], -IMAGENET_MEAN[c] / IMAGENET_STD[c]),
                 Contract::Fid | Contract::Classifier { .. } => (2048.0, -1024.0),
             };
-            let plane = &mut data[c * h * w..(c + 1) * h * w];
-            for (o, px) in plane.iter_mut().zip(src.data.chunks_exact(channels)) {
-                *o = px[c] * scale + shift;
+            let (stride, offset) = if src.channels == 1 { (1, 0) } else { (3, c) };
+            for (o, px) in plane.iter_mut().zip(src.data[offset..].iter().step_by(stride)) {
+                *o = px * scale + shift;
             }
         }
-        Planar { channels, height: h, width: w, data }
     }
 
     /// A batch `[N, C, H, W]` from images.
@@ -157,4 +169,23 @@ pub fn fid_input(img: &Image) -> DataResult<Tensor> {
 /// The downstream classifier's input: `[1, size, size]` in [-1024, 1024] (torchxrayvision convention).
 pub fn classifier_input(img: &Image, size: usize) -> DataResult<Tensor> {
     Contract::Classifier { size }.apply(img)?.into_tensor()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grey_is_replicated_and_rgb_reduced_to_luminance() {
+        let rgb = Image { width: 1, height: 1, channels: 3, data: vec![1.0, 0.0, 0.0] };
+        let ldm = Contract::Ldm { size: 1, channels: 1 }.normalise(&rgb);
+        assert!((ldm.data[0] - (0.299 * 2.0 - 1.0)).abs() < 1e-6);
+        let kept = Contract::Ldm { size: 1, channels: 3 }.normalise(&rgb);
+        assert_eq!(kept.data, vec![1.0, -1.0, -1.0]);
+        let grey = Image::grey(1, 1, vec![0.5]);
+        let reid = Contract::Reid { size: 1 }.normalise(&grey);
+        for c in 0..3 {
+            assert!((reid.data[c] - (0.5 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]).abs() < 1e-6);
+        }
+    }
 }

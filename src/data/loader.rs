@@ -9,7 +9,7 @@
 //! the same whatever the worker count.
 
 use super::augment::Augment;
-use super::contract::{stack, Contract};
+use super::contract::Contract;
 use super::error::{DataError, DataResult};
 use super::manifest::Manifest;
 use crate::{Rng, Tensor};
@@ -54,22 +54,36 @@ pub struct Batch {
     pub indices: Vec<usize>,
 }
 
-/// Makes one sample: decode, augment or resize, normalise to the contract.
-pub fn load_sample(
+/// Makes one sample into `out` (`C × H × W` values): decode, augment or resize + centre crop, normalise.
+pub fn load_sample_into(
     manifest: &Manifest,
     index: usize,
     contract: &Contract,
     augment: Option<&Augment>,
-    rng: Rng,
-) -> DataResult<super::contract::Planar> {
+    mut rng: Rng,
+    out: &mut [f32],
+) -> DataResult<()> {
     let img = manifest.load_image(index)?;
-    match augment {
-        Some(aug) => {
-            let mut rng = rng;
-            Ok(contract.normalise(&aug.apply(&img, contract.size(), &mut rng)))
-        }
-        None => contract.apply(&img),
+    let size = contract.size();
+    let square = match augment {
+        Some(aug) => aug.apply(&img, size, &mut rng),
+        None if img.width == size && img.height == size => img,
+        None => img.resize_center_crop(size),
+    };
+    contract.normalise_into(&square, out);
+    Ok(())
+}
+
+/// One batch `[N, C, H, W]`, filled sample by sample in place.
+fn make_batch(manifest: &Manifest, indices: Vec<usize>, cfg: &LoaderConfig, epoch_rng: Rng) -> DataResult<Batch> {
+    let (c, s) = (cfg.contract.channels(), cfg.contract.size());
+    let per = c * s * s;
+    let mut data = vec![0f32; indices.len() * per];
+    for (&i, out) in indices.iter().zip(data.chunks_exact_mut(per)) {
+        load_sample_into(manifest, i, &cfg.contract, cfg.augment.as_ref(), epoch_rng.fork(i as u64), out)?;
     }
+    let images = Tensor::from_vec(data, &[indices.len(), c, s, s])?;
+    Ok(Batch { images, indices })
 }
 
 struct Shared {
@@ -132,12 +146,7 @@ impl BatchLoader {
                         return;
                     }
                     let indices: Vec<usize> = order[k * cfg.batch_size..((k + 1) * cfg.batch_size).min(order.len())].to_vec();
-                    let batch = indices
-                        .iter()
-                        .map(|&i| load_sample(&manifest, i, &cfg.contract, cfg.augment.as_ref(), epoch_rng.fork(i as u64)))
-                        .collect::<DataResult<Vec<_>>>()
-                        .and_then(|p| stack(&p))
-                        .map(|images| Batch { images, indices });
+                    let batch = make_batch(&manifest, indices, &cfg, epoch_rng);
                     if tx.send((k, batch)).is_err() {
                         return;
                     }
