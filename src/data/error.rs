@@ -31,8 +31,8 @@ pub enum DataError {
     Csv { file: PathBuf, line: usize, column: String, msg: String },
 
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: std::io::Error },
 
     /// An argument or configuration is invalid.
     #[error("{0}")]
@@ -48,8 +48,8 @@ pub type DataResult<T> = std::result::Result<T, DataError>;
 
 impl DataError {
     /// An I/O error naming its file.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        DataError::Io { path: path.into(), source }
+    pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
+        DataError::Io { path: path.into(), cause }
     }
 
     /// An error about one field of one manifest line.
