@@ -3,3 +3,4 @@
 //! finite differences in f64. One module per op family.
 
 mod basic;
+mod gemm;
