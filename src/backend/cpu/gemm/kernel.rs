@@ -33,8 +33,8 @@ pub(super) struct MicroKernel<T> {
     pub run: KernelFn<T>,
 }
 
-/// Largest tile of any kernel (AVX-512: 12×32), for edge-tile scratch space.
-pub(super) const MAX_TILE: usize = 12 * 32;
+/// Largest tile of any kernel (AVX2: 6×16), for edge-tile scratch space.
+pub(super) const MAX_TILE: usize = 6 * 16;
 
 /// The portable f32 kernel: a 4×8 tile of plain Rust that LLVM vectorises with
 /// whatever the baseline target offers.
@@ -55,27 +55,10 @@ pub(super) fn avx2_f32() -> Option<&'static MicroKernel<f32>> {
     None
 }
 
-/// The AVX-512 kernel, if this CPU has AVX-512F.
-pub(super) fn avx512_f32() -> Option<&'static MicroKernel<f32>> {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        return Some(&super::avx512::KERNEL);
-    }
-    None
-}
-
 /// The f32 kernel to use on this CPU, detected on first call and cached.
 pub(super) fn best_f32() -> (SgemmKernel, &'static MicroKernel<f32>) {
     static BEST: OnceLock<(SgemmKernel, &'static MicroKernel<f32>)> = OnceLock::new();
-    *BEST.get_or_init(|| {
-        if let Some(k) = avx512_f32() {
-            (SgemmKernel::Avx512, k)
-        } else if let Some(k) = avx2_f32() {
-            (SgemmKernel::Avx2Fma, k)
-        } else {
-            (SgemmKernel::Portable, &PORTABLE_F32)
-        }
-    })
+    *BEST.get_or_init(|| if let Some(k) = avx2_f32() { (SgemmKernel::Avx2Fma, k) } else { (SgemmKernel::Portable, &PORTABLE_F32) })
 }
 
 /// # Safety
