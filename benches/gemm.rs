@@ -88,19 +88,22 @@ fn run(which: Impl, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     }
 }
 
-/// Best GFLOP/s over a few repetitions (after one warm-up run): on a shared
-/// machine the best run is the one least disturbed by other processes.
-fn gflops(which: Impl, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) -> f64 {
+/// Best GFLOP/s of each implementation over repetitions that take turns
+/// (after one warm-up run each): on a shared machine the best run is the one
+/// least disturbed by other processes, and taking turns exposes all of them
+/// to the same disturbances.
+fn gflops(impls: &[Impl], n: usize, a: &[f32], b: &[f32], c: &mut [f32]) -> Vec<f64> {
     let flop = 2.0 * (n as f64).powi(3);
-    run(which, n, a, b, c);
-    let reps = ((2e10 / flop) as usize).clamp(3, 200);
-    let mut best = f64::INFINITY;
-    for _ in 0..reps {
-        let start = Instant::now();
-        run(which, n, a, b, c);
-        best = best.min(start.elapsed().as_secs_f64());
+    let mut best = vec![f64::INFINITY; impls.len()];
+    impls.iter().for_each(|&which| run(which, n, a, b, c));
+    for _ in 0..((4e10 / flop) as usize).clamp(5, 300) {
+        for (&which, best) in impls.iter().zip(&mut best) {
+            let start = Instant::now();
+            run(which, n, a, b, c);
+            *best = best.min(start.elapsed().as_secs_f64());
+        }
     }
-    flop / best / 1e9
+    best.iter().map(|t| flop / t / 1e9).collect()
 }
 
 fn main() {
@@ -144,9 +147,7 @@ fn main() {
         group.bench_function(BenchmarkId::new("matrixmultiply", n), |bench| bench.iter(|| run(Impl::Peer, n, &a, &b, &mut c)));
         group.finish();
 
-        let ours = gflops(Impl::Ours, n, &a, &b, &mut c);
-        let peer = gflops(Impl::Peer, n, &a, &b, &mut c);
-        let serial = gflops(Impl::OursSerial, n, &a, &b, &mut c);
+        let [ours, peer, serial] = gflops(&[Impl::Ours, Impl::Peer, Impl::OursSerial], n, &a, &b, &mut c)[..] else { unreachable!() };
         println!(
             "gemm f32 {n}³: ours {ours:.1} GFLOP/s ({:.1}% of peak), matrixmultiply {peer:.1} GFLOP/s ({:.1}% of peak), ours/peer {:.2}×",
             100.0 * ours / peak,

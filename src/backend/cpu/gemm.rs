@@ -125,6 +125,13 @@ const PARALLEL_MIN_MACS: usize = 1 << 20;
 /// Parallel tasks per thread: a few, so a descheduled thread's share can be stolen.
 const TASKS_PER_THREAD: usize = 4;
 
+/// Smallest useful parallel task: below this a task costs less than waking and joining it.
+const MIN_TASK_MACS: usize = 1 << 22;
+
+/// B blocks smaller than this are packed by the calling thread: a parallel
+/// region costs more than copying them.
+const PARALLEL_PACK_MIN: usize = 1 << 17;
+
 /// A C pointer shared by the tasks of one parallel region.
 #[derive(Clone, Copy)]
 struct SharedMut<T>(*mut T);
@@ -173,7 +180,8 @@ fn gemm_driver<T: Float>(
     // Row blocks as tall as the L2 budget (MC) allows; when threaded, enough
     // tasks that work stealing can even out a thread the OS preempts (this
     // machine is shared), splitting the columns too when there are few rows.
-    let tasks_wanted = if threads > 1 { threads * TASKS_PER_THREAD } else { 1 };
+    let macs_per_slice = m * n * k.min(micro.kc);
+    let tasks_wanted = if threads > 1 { (threads * TASKS_PER_THREAD).min(macs_per_slice / MIN_TASK_MACS).max(threads) } else { 1 };
     let row_blocks = m.div_ceil(micro.mc).max(tasks_wanted).min(m.div_ceil(mr));
     let mc = m.div_ceil(row_blocks).div_ceil(mr) * mr;
     let row_blocks = m.div_ceil(mc);
@@ -187,7 +195,7 @@ fn gemm_driver<T: Float>(
             for pc in (0..k).step_by(micro.kc) {
                 let kc = micro.kc.min(k - pc);
                 let b_packed = &mut b_buf[..col_panels * kc * nr];
-                pack::pack_b(b_packed, b, pc, jc, kc, nc, nr, threads > 1);
+                pack::pack_b(b_packed, b, pc, jc, kc, nc, nr, threads > 1 && kc * nc >= PARALLEL_PACK_MIN);
                 let b_packed = &*b_packed;
                 // Only the first k slice applies the caller's beta; later ones accumulate.
                 let beta_now = if pc == 0 { beta } else { T::one() };
