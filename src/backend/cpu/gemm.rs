@@ -187,7 +187,7 @@ fn gemm_driver<T: Float>(
     let row_blocks = m.div_ceil(mc);
     let c_ptr = SharedMut(c.as_mut_ptr());
 
-    pack::with_buffer::<T, _>(pack::Slot::B, micro.kc * micro.nc.min(n.div_ceil(nr) * nr), |b_buf| {
+    pack::with_buffer::<T, _>(pack::Slot::B, k.min(micro.kc) * micro.nc.min(n).div_ceil(nr) * nr, |b_buf| {
         for jc in (0..n).step_by(micro.nc) {
             let nc = micro.nc.min(n - jc);
             let col_panels = nc.div_ceil(nr);
