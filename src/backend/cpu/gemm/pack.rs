@@ -1,0 +1,119 @@
+//! Packing: copying a block of A or B, whatever its strides, into the
+//! contiguous micro-panel order the micro-kernel streams, zero-padded to whole
+//! panels so edge tiles need no special case inside the kernel.
+
+use super::MatRef;
+use crate::tensor::Float;
+use rayon::prelude::*;
+use std::cell::Cell;
+use std::thread::LocalKey;
+
+/// One cache line of scratch space; packing buffers are made of these so
+/// every panel starts 64-byte aligned.
+#[derive(Clone, Copy, bytemuck::Zeroable, bytemuck::Pod)]
+#[repr(C, align(64))]
+struct CacheLine([u8; 64]);
+
+thread_local! {
+    static PACK_A: Cell<Vec<CacheLine>> = const { Cell::new(Vec::new()) };
+    static PACK_B: Cell<Vec<CacheLine>> = const { Cell::new(Vec::new()) };
+}
+
+/// Which per-thread packing buffer to use.
+#[derive(Clone, Copy)]
+pub(super) enum Slot {
+    A,
+    B,
+}
+
+/// Run `f` with a 64-byte aligned scratch buffer of `len` elements, reused
+/// across calls on this thread. The buffer is taken out of its slot for the
+/// duration, so a nested call (rayon may run another product on this thread
+/// while it waits) simply gets a fresh one instead of aliasing it.
+pub(super) fn with_buffer<T: bytemuck::Pod, R>(slot: Slot, len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    let key: &'static LocalKey<Cell<Vec<CacheLine>>> = match slot {
+        Slot::A => &PACK_A,
+        Slot::B => &PACK_B,
+    };
+    let mut lines = key.take();
+    let needed = (len * size_of::<T>()).div_ceil(size_of::<CacheLine>());
+    if lines.len() < needed {
+        lines.resize(needed, CacheLine([0; 64]));
+    }
+    let out = f(&mut bytemuck::cast_slice_mut::<CacheLine, T>(&mut lines[..needed])[..len]);
+    key.set(lines);
+    out
+}
+
+/// Pack rows `row0..row0+mc`, columns `col0..col0+kc` of `a` into panels of
+/// `mr` rows: panel q, step p, lane r holds A[row0 + q·mr + r, col0 + p].
+/// Rows past the end are zero. `dst` holds ⌈mc/mr⌉·mr·kc elements.
+pub(super) fn pack_a<T: Float>(dst: &mut [T], a: MatRef<T>, row0: usize, col0: usize, mc: usize, kc: usize, mr: usize) {
+    for (q, panel) in dst.chunks_exact_mut(kc * mr).enumerate() {
+        let rows = mr.min(mc - q * mr);
+        let first_row = row0 + q * mr;
+        if rows < mr {
+            panel.fill(T::zero());
+        }
+        if a.rs == 1 && a.cs != 1 && rows == mr {
+            // Column-major A (a transposed operand): each step is a contiguous run of mr rows.
+            for (p, step) in panel.chunks_exact_mut(mr).enumerate() {
+                let start = first_row + (col0 + p) * a.cs;
+                step.copy_from_slice(&a.data[start..start + mr]);
+            }
+            continue;
+        }
+        for r in 0..rows {
+            let start = (first_row + r) * a.rs + col0 * a.cs;
+            if a.cs == 1 {
+                for (step, &v) in panel.chunks_exact_mut(mr).zip(&a.data[start..start + kc]) {
+                    step[r] = v;
+                }
+            } else {
+                for (p, step) in panel.chunks_exact_mut(mr).enumerate() {
+                    step[r] = a.data[start + p * a.cs];
+                }
+            }
+        }
+    }
+}
+
+/// Pack rows `row0..row0+kc`, columns `col0..col0+nc` of `b` into panels of
+/// `nr` columns: panel q, step p, lane j holds B[row0 + p, col0 + q·nr + j].
+/// Columns past the end are zero. `dst` holds ⌈nc/nr⌉·nr·kc elements.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn pack_b<T: Float>(dst: &mut [T], b: MatRef<T>, row0: usize, col0: usize, kc: usize, nc: usize, nr: usize, parallel: bool) {
+    let pack_panel = |(q, panel): (usize, &mut [T])| {
+        let cols = nr.min(nc - q * nr);
+        let first_col = col0 + q * nr;
+        if cols < nr {
+            panel.fill(T::zero());
+        }
+        if b.cs == 1 {
+            for (p, step) in panel.chunks_exact_mut(nr).enumerate() {
+                let start = (row0 + p) * b.rs + first_col;
+                step[..cols].copy_from_slice(&b.data[start..start + cols]);
+            }
+        } else if b.rs == 1 {
+            // Column-major B (a transposed operand, e.g. x·Wᵀ): walk each column contiguously.
+            for j in 0..cols {
+                let start = (first_col + j) * b.cs + row0;
+                for (step, &v) in panel.chunks_exact_mut(nr).zip(&b.data[start..start + kc]) {
+                    step[j] = v;
+                }
+            }
+        } else {
+            for (p, step) in panel.chunks_exact_mut(nr).enumerate() {
+                let start = (row0 + p) * b.rs + first_col * b.cs;
+                for (j, v) in step[..cols].iter_mut().enumerate() {
+                    *v = b.data[start + j * b.cs];
+                }
+            }
+        }
+    };
+    if parallel {
+        dst.par_chunks_mut(kc * nr).enumerate().for_each(pack_panel);
+    } else {
+        dst.chunks_mut(kc * nr).enumerate().for_each(pack_panel);
+    }
+}

@@ -1,0 +1,242 @@
+//! The CPU GEMM against a naive f64 loop: odd sizes that break every tiling,
+//! all four transpose combinations via strides, alpha/beta, NaN-filled C with
+//! beta = 0, k = 0, padded rows of C, broadcast (zero-stride) operands, every
+//! f32 micro-kernel this CPU has, parallel vs serial, and the f64 path.
+
+use privdistill::backend::cpu::gemm::{gemm, sgemm_with, MatRef, SgemmKernel};
+
+/// Deterministic values in [-1, 1).
+fn random_values(len: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0x2545_F491_4F6C_DD1D);
+    (0..len)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// A rows×cols operand stored row-major (row stride cols + pad) or, when
+/// `transposed`, column-major (column stride rows + pad): (data, rs, cs).
+fn operand(rows: usize, cols: usize, transposed: bool, seed: u64) -> (Vec<f64>, usize, usize) {
+    let pad = 3;
+    if transposed {
+        (random_values(cols * (rows + pad), seed), 1, rows + pad)
+    } else {
+        (random_values(rows * (cols + pad), seed), cols + pad, 1)
+    }
+}
+
+/// alpha·A·B + beta·C0 in f64 (beta == 0 ignores C0), and Σ|alpha·a·b| + |beta·c| per element for the tolerance.
+#[allow(clippy::too_many_arguments)]
+fn naive(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f64,
+    a: (&[f64], usize, usize),
+    b: (&[f64], usize, usize),
+    beta: f64,
+    c0: &[f64],
+    rsc: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut want, mut scale) = (vec![0.0; m * n], vec![0.0; m * n]);
+    for i in 0..m {
+        for j in 0..n {
+            let (mut sum, mut abs) = (0.0, 0.0);
+            for p in 0..k {
+                let prod = a.0[i * a.1 + p * a.2] * b.0[p * b.1 + j * b.2];
+                sum += prod;
+                abs += prod.abs();
+            }
+            let old = if beta == 0.0 { 0.0 } else { beta * c0[i * rsc + j] };
+            want[i * n + j] = alpha * sum + old;
+            scale[i * n + j] = alpha.abs() * abs + old.abs();
+        }
+    }
+    (want, scale)
+}
+
+fn to_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// One f32 case with every kernel, parallel and serial: checks the m×n window of C
+/// against the naive product and that the padding between rows is untouched.
+#[allow(clippy::too_many_arguments)]
+fn check_f32(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool, alpha: f32, beta: f32, seed: u64) {
+    let (a, ars, acs) = operand(m, k, trans_a, seed);
+    let (b, brs, bcs) = operand(k, n, trans_b, seed + 1);
+    let rsc = n + 5;
+    let c0 = random_values(m * rsc, seed + 2);
+    let (a32, b32) = (to_f32(&a), to_f32(&b));
+    // The reference sees the f32-rounded inputs so only the product's rounding is measured.
+    let (a_r, b_r, c_r): (Vec<f64>, Vec<f64>, Vec<f64>) =
+        (a32.iter().map(|&x| x as f64).collect(), b32.iter().map(|&x| x as f64).collect(), to_f32(&c0).iter().map(|&x| x as f64).collect());
+    let (want, scale) = naive(m, n, k, alpha as f64, (&a_r, ars, acs), (&b_r, brs, bcs), beta as f64, &c_r, rsc);
+    let tol = 1e-6 * k.max(1) as f64;
+    let mut serial_result: Option<Vec<f32>> = None;
+    for kernel in SgemmKernel::available() {
+        for parallel in [false, true] {
+            let mut c = to_f32(&c0);
+            sgemm_with(
+                kernel,
+                m,
+                n,
+                k,
+                alpha,
+                MatRef { data: &a32, rs: ars, cs: acs },
+                MatRef { data: &b32, rs: brs, cs: bcs },
+                beta,
+                &mut c,
+                rsc,
+                parallel,
+            );
+            for i in 0..m {
+                for j in 0..rsc {
+                    let (got, idx) = (c[i * rsc + j] as f64, i * n + j);
+                    if j >= n {
+                        assert_eq!(c[i * rsc + j], c0[i * rsc + j] as f32, "{kernel:?}: padding of C row {i} was written");
+                        continue;
+                    }
+                    let err = (got - want[idx]).abs();
+                    assert!(
+                        err <= tol * (scale[idx] + 1e-3),
+                        "{kernel:?} parallel={parallel} {m}×{n}×{k} ta={trans_a} tb={trans_b} alpha={alpha} beta={beta}: C[{i},{j}] = {got}, want {}",
+                        want[idx]
+                    );
+                }
+            }
+            if kernel == SgemmKernel::best() {
+                match &serial_result {
+                    None => serial_result = Some(c),
+                    Some(serial) => assert!(serial == &c, "{m}×{n}×{k}: parallel and serial results differ"),
+                }
+            }
+        }
+    }
+    // The generic entry point uses the best kernel.
+    let mut c = to_f32(&c0);
+    gemm(m, n, k, alpha, MatRef { data: &a32, rs: ars, cs: acs }, MatRef { data: &b32, rs: brs, cs: bcs }, beta, &mut c, rsc, true);
+    assert!(serial_result.as_ref() == Some(&c), "gemm() and sgemm_with(best) differ");
+}
+
+const SIZES: [(usize, usize, usize); 12] = [
+    (1, 1, 1),
+    (7, 13, 5),
+    (13, 7, 65),
+    (6, 16, 64),
+    (12, 32, 193),
+    (65, 130, 33),
+    (130, 65, 257),
+    (257, 31, 130),
+    (1, 300, 40),
+    (300, 1, 40),
+    (37, 41, 700),
+    (129, 131, 131),
+];
+
+#[test]
+fn f32_matches_naive_for_odd_sizes_and_all_transposes() {
+    for (case, &(m, n, k)) in SIZES.iter().enumerate() {
+        for (t, (ta, tb)) in [(false, false), (true, false), (false, true), (true, true)].into_iter().enumerate() {
+            check_f32(m, n, k, ta, tb, 1.0, 0.0, (case * 4 + t) as u64);
+        }
+    }
+}
+
+#[test]
+fn f32_alpha_beta_and_wide_products() {
+    for (alpha, beta) in [(0.5, -1.5), (-2.0, 1.0), (1.0, 0.25)] {
+        check_f32(65, 130, 257, true, false, alpha, beta, 100);
+        check_f32(13, 70, 7, false, true, alpha, beta, 101);
+    }
+    // Wider than one NC column block, and big enough to run in parallel.
+    check_f32(20, 3200, 17, false, false, 1.0, 0.5, 102);
+    check_f32(150, 140, 120, true, true, -1.0, 2.0, 103);
+    // alpha = 0 only scales C.
+    check_f32(9, 11, 5, false, false, 0.0, 3.0, 104);
+}
+
+#[test]
+fn beta_zero_ignores_nan_in_c_and_k_zero_scales_c() {
+    let (m, n, k) = (19, 23, 11);
+    let (a, b) = (to_f32(&random_values(m * k, 1)), to_f32(&random_values(k * n, 2)));
+    for kernel in SgemmKernel::available() {
+        let mut c = vec![f32::NAN; m * n];
+        sgemm_with(kernel, m, n, k, 1.0, MatRef { data: &a, rs: k, cs: 1 }, MatRef { data: &b, rs: n, cs: 1 }, 0.0, &mut c, n, false);
+        assert!(c.iter().all(|v| v.is_finite()), "{kernel:?}: NaN leaked from C with beta = 0");
+
+        let mut c = vec![f32::NAN; m * n];
+        sgemm_with(kernel, m, n, 0, 1.0, MatRef { data: &[], rs: 0, cs: 1 }, MatRef { data: &[], rs: n, cs: 1 }, 0.0, &mut c, n, false);
+        assert!(c.iter().all(|&v| v == 0.0), "{kernel:?}: k = 0, beta = 0 must zero C");
+
+        let mut c = vec![1.5f32; m * n];
+        sgemm_with(kernel, m, n, 0, 1.0, MatRef { data: &[], rs: 0, cs: 1 }, MatRef { data: &[], rs: n, cs: 1 }, -2.0, &mut c, n, false);
+        assert!(c.iter().all(|&v| v == -3.0), "{kernel:?}: k = 0 must give beta·C");
+    }
+    let mut c = vec![f64::NAN; 4 * 5];
+    let (a, b) = (random_values(4 * 3, 3), random_values(3 * 5, 4));
+    gemm(4, 5, 3, 1.0, MatRef { data: &a, rs: 3, cs: 1 }, MatRef { data: &b, rs: 5, cs: 1 }, 0.0, &mut c, 5, false);
+    assert!(c.iter().all(|v| v.is_finite()), "f64: NaN leaked from C with beta = 0");
+}
+
+#[test]
+fn broadcast_operands_with_zero_strides() {
+    // Every row of A is the same vector (row stride 0); every column of B the same (column stride 0).
+    let (m, n, k) = (33, 47, 29);
+    let (row, col) = (to_f32(&random_values(k, 5)), to_f32(&random_values(k, 6)));
+    let dot: f64 = row.iter().zip(&col).map(|(&x, &y)| x as f64 * y as f64).sum();
+    for kernel in SgemmKernel::available() {
+        let mut c = vec![0.0f32; m * n];
+        sgemm_with(kernel, m, n, k, 1.0, MatRef { data: &row, rs: 0, cs: 1 }, MatRef { data: &col, rs: 1, cs: 0 }, 0.0, &mut c, n, true);
+        assert!(c.iter().all(|&v| (v as f64 - dot).abs() < 1e-5), "{kernel:?}: broadcast product wrong");
+    }
+}
+
+#[test]
+fn f64_path_matches_naive_for_any_strides() {
+    for (case, &(m, n, k)) in SIZES.iter().enumerate() {
+        for (t, (ta, tb)) in [(false, false), (true, false), (false, true), (true, true)].into_iter().enumerate() {
+            let seed = 1000 + (case * 4 + t) as u64;
+            let (alpha, beta) = if t % 2 == 0 { (1.0, 0.0) } else { (-0.75, 1.25) };
+            let (a, ars, acs) = operand(m, k, ta, seed);
+            let (b, brs, bcs) = operand(k, n, tb, seed + 1);
+            let rsc = n + 2;
+            let c0 = random_values(m * rsc, seed + 2);
+            let (want, scale) = naive(m, n, k, alpha, (&a, ars, acs), (&b, brs, bcs), beta, &c0, rsc);
+            for parallel in [false, true] {
+                let mut c = c0.clone();
+                gemm(
+                    m,
+                    n,
+                    k,
+                    alpha,
+                    MatRef { data: &a, rs: ars, cs: acs },
+                    MatRef { data: &b, rs: brs, cs: bcs },
+                    beta,
+                    &mut c,
+                    rsc,
+                    parallel,
+                );
+                for i in 0..m {
+                    for j in 0..n {
+                        let err = (c[i * rsc + j] - want[i * n + j]).abs();
+                        assert!(err <= 1e-14 * k.max(1) as f64 * (scale[i * n + j] + 1.0), "f64 {m}×{n}×{k}: C[{i},{j}] off by {err}");
+                    }
+                    assert_eq!(&c[i * rsc + n..i * rsc + rsc], &c0[i * rsc + n..i * rsc + rsc], "f64: padding of C row {i} was written");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn f32_matmul_of_transposed_views_matches_f64() {
+    let a = privdistill::testing::rand_f32(&[3, 70, 45], 11).transpose(1, 2).unwrap(); // [3, 45, 70]
+    let b = privdistill::testing::rand_f32(&[70, 33], 12);
+    let c32 = a.matmul(&b).unwrap();
+    let c64 = a.to_dtype(privdistill::DType::F64).unwrap().matmul(&b.to_dtype(privdistill::DType::F64).unwrap()).unwrap();
+    privdistill::testing::assert_close(&c32, &c64, 1e-4, 1e-4);
+    assert_eq!(c32.shape(), &[3, 45, 33]);
+}
