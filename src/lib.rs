@@ -6,6 +6,9 @@
 //! with `io` for safetensors and checkpoints. Arrows point down only.
 
 pub mod autograd;
+pub mod diffusion;
+pub mod models;
+pub mod pipeline;
 pub mod backend;
 pub mod error;
 pub mod rng;
