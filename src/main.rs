@@ -20,7 +20,10 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Doctor => Ok(()),
+        Command::Doctor => {
+            print!("{}", privdistill::doctor::report());
+            Ok(())
+        }
         Command::Demo => Err(anyhow::anyhow!(
             "demo: the pipeline is not built yet. When it is, `demo` will train a VAE and a latent diffusion model on \
              assets/cxr-real-a, sample 10 images per prompt, score them with a re-identification network, filter, train the \

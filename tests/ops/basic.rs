@@ -156,11 +156,11 @@ fn reductions_match_naive_and_differentiate() {
         })
         .collect();
     assert_close(&var, &Tensor::from_vec(want, &[3, 4]).unwrap(), 1e-12, 1e-12);
-    check_gradients(&[x.clone()], |v| v[0].sum(&[0, 2], true), EPS, TOL).unwrap();
-    check_gradients(&[x.clone()], |v| v[0].mean(&[1], false), EPS, TOL).unwrap();
-    check_gradients(&[x.clone()], |v| v[0].max(&[0], false), EPS, TOL).unwrap();
-    check_gradients(&[x.clone()], |v| v[0].min(&[2, 1], false), EPS, TOL).unwrap();
-    check_gradients(&[x.clone()], |v| v[0].var(&[0, 2], false, true), EPS, TOL).unwrap();
+    check_gradients(std::slice::from_ref(&x), |v| v[0].sum(&[0, 2], true), EPS, TOL).unwrap();
+    check_gradients(std::slice::from_ref(&x), |v| v[0].mean(&[1], false), EPS, TOL).unwrap();
+    check_gradients(std::slice::from_ref(&x), |v| v[0].max(&[0], false), EPS, TOL).unwrap();
+    check_gradients(std::slice::from_ref(&x), |v| v[0].min(&[2, 1], false), EPS, TOL).unwrap();
+    check_gradients(std::slice::from_ref(&x), |v| v[0].var(&[0, 2], false, true), EPS, TOL).unwrap();
 }
 
 #[test]
@@ -191,9 +191,9 @@ fn views_share_storage_and_differentiate() {
     assert_eq!(n.to_vec_f64().unwrap()[0], x.to_vec_f64().unwrap()[1]);
     let r = x.permute(&[2, 0, 1]).unwrap().reshape(&[4, 6]).unwrap();
     assert_eq!(r.shape(), &[4, 6]);
-    check_gradients(&[x.clone()], |v| v[0].narrow(1, 1, 2)?.permute(&[2, 0, 1])?.reshape(&[4, 4]), EPS, TOL).unwrap();
+    check_gradients(std::slice::from_ref(&x), |v| v[0].narrow(1, 1, 2)?.permute(&[2, 0, 1])?.reshape(&[4, 4]), EPS, TOL).unwrap();
     check_gradients(&[rand_f64(&[3, 1], 10)], |v| v[0].broadcast_to(&[2, 3, 4])?.unsqueeze(0)?.squeeze(0), EPS, TOL).unwrap();
-    check_gradients(&[x.clone()], |v| Ok(v[0].chunk(2, 2)?.remove(1)), EPS, TOL).unwrap();
+    check_gradients(std::slice::from_ref(&x), |v| Ok(v[0].chunk(2, 2)?.remove(1)), EPS, TOL).unwrap();
 }
 
 #[test]

@@ -2,4 +2,14 @@
 //! broadcasting and non-contiguous views) and its backward against central
 //! finite differences in f64. One module per op family.
 
+mod attention;
 mod basic;
+mod concat;
+mod conv;
+mod indexing;
+mod loss;
+mod norm;
+mod pool;
+mod select;
+mod softmax;
+mod upsample;

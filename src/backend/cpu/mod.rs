@@ -1,10 +1,20 @@
 //! CPU kernels: plain slices in, plain vectors out, multithreaded with rayon.
 //! Every op of the runtime has its reference implementation here.
 
+pub mod attention;
+pub mod concat;
+pub mod conv;
 pub mod copy;
 pub mod elementwise;
 pub mod gemm;
+pub mod indexing;
+pub mod loss;
+pub mod norm;
+pub mod pool;
 pub mod reduce;
+pub mod select;
+pub mod softmax;
+pub mod upsample;
 
 /// Below this many elements a kernel runs on one thread (rayon's overhead wins otherwise).
 pub const PARALLEL_MIN: usize = 1 << 15;

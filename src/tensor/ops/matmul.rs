@@ -33,6 +33,7 @@ fn batch_offset(l: &Layout, batch: &[usize], mut idx: usize) -> usize {
     off
 }
 
+#[allow(clippy::too_many_arguments)]
 fn cpu_matmul<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout, batch: &[usize], m: usize, k: usize, n: usize) -> Vec<T> {
     let nb: usize = batch.iter().product();
     let mut out = vec![T::zero(); nb * m * n];

@@ -1,0 +1,340 @@
+//! Scaled dot-product attention, blockwise in the manner of FlashAttention-2:
+//! query blocks × key blocks, an online softmax (running row maximum and
+//! sum), and never more than one `BLOCK_Q × BLOCK_K` tile of scores in memory
+//! per task, so a 4096-token self-attention costs tiles, not a 4096² matrix.
+//! The tile products go through the shared GEMM.
+//!
+//! The forward saves the log-sum-exp of every query row; the backward
+//! recomputes each tile's probabilities from it. It runs in two passes so
+//! every task owns what it writes: one over key blocks (dK, dV), one over
+//! query blocks (dQ).
+//!
+//! A query row whose every score is −∞ (all keys masked) has no softmax; we
+//! define its output as 0 — the value a row of zero probabilities would give
+//! — with log-sum-exp −∞ and zero gradients, instead of PyTorch's NaN.
+
+use super::gemm::{gemm, MatRef};
+use super::reduce::sum_slice;
+use super::softmax::{exp_inplace, max_slice};
+use crate::tensor::{Float, Layout};
+use rayon::prelude::*;
+
+/// Query rows per tile.
+pub const BLOCK_Q: usize = 64;
+/// Key rows per tile.
+pub const BLOCK_K: usize = 128;
+
+/// Where the `[rows, cols]` matrix of each (batch, head) of a rank-4 strided
+/// view sits in its storage.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadMatrices {
+    offset: usize,
+    batch_stride: usize,
+    head_stride: usize,
+    heads: usize,
+    /// Row stride.
+    pub rs: usize,
+    /// Column stride.
+    pub cs: usize,
+}
+
+impl HeadMatrices {
+    /// From a rank-4 `[B, H, rows, cols]` layout (broadcast dims have stride 0).
+    pub fn new(layout: &Layout) -> Self {
+        let s = layout.strides();
+        debug_assert_eq!(s.len(), 4);
+        HeadMatrices { offset: layout.offset(), batch_stride: s[0], head_stride: s[1], heads: layout.shape()[1], rs: s[2], cs: s[3] }
+    }
+
+    /// Storage offset of row `row` of the matrix of flattened (batch, head) `bh`.
+    #[inline]
+    fn at(&self, bh: usize, row: usize) -> usize {
+        self.offset + (bh / self.heads) * self.batch_stride + (bh % self.heads) * self.head_stride + row * self.rs
+    }
+
+    /// The matrix from row `row` on, as a GEMM operand.
+    #[inline]
+    fn mat<'a, T>(&self, data: &'a [T], bh: usize, row: usize) -> MatRef<'a, T> {
+        MatRef { data: &data[self.at(bh, row)..], rs: self.rs, cs: self.cs }
+    }
+}
+
+/// A strided operand: its storage and where its matrices are.
+#[derive(Clone, Copy)]
+pub struct Operand<'a, T> {
+    /// The whole storage the view reads.
+    pub data: &'a [T],
+    /// Where each (batch, head) matrix starts and its strides.
+    pub heads: HeadMatrices,
+}
+
+/// Sizes of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionDims {
+    /// Batch × heads.
+    pub bh: usize,
+    /// Query length.
+    pub lq: usize,
+    /// Key/value length.
+    pub lk: usize,
+    /// Query/key head size.
+    pub d: usize,
+    /// Value head size.
+    pub dv: usize,
+}
+
+/// Everything that defines the scores `scale·QKᵀ + mask` (with causal −∞).
+#[derive(Clone, Copy)]
+pub struct Scores<'a, T> {
+    /// Queries `[B, H, Lq, D]`.
+    pub q: Operand<'a, T>,
+    /// Keys `[B, H, Lk, D]`.
+    pub k: Operand<'a, T>,
+    /// Additive mask broadcast to `[B, H, Lq, Lk]`.
+    pub mask: Option<Operand<'a, T>>,
+    /// Query `i` sees keys `j <= i` only (top-left aligned, as PyTorch's `is_causal`).
+    pub causal: bool,
+    /// Multiplies `QKᵀ` before the mask is added.
+    pub scale: T,
+    /// The call's sizes.
+    pub dims: AttentionDims,
+}
+
+impl<T: Float> Scores<'_, T> {
+    /// Keys that query rows `i0..i0+rows` may see at all.
+    fn key_end(&self, i0: usize, rows: usize) -> usize {
+        if self.causal {
+            self.dims.lk.min(i0 + rows)
+        } else {
+            self.dims.lk
+        }
+    }
+
+    /// Copy `Kᵀ` for keys `j0..j0+cols` into `kt` (`[d, cols]`), so the score
+    /// product reads its right operand with unit stride.
+    fn load_kt(&self, bh: usize, j0: usize, cols: usize, kt: &mut Vec<T>) {
+        transpose_rows(self.k, bh, j0, cols, self.dims.d, kt);
+    }
+
+    /// The tile `s[rows, cols]` of scores for queries `i0..` and keys `j0..`,
+    /// given `kt` from [`Scores::load_kt`].
+    #[allow(clippy::too_many_arguments)]
+    fn tile(&self, bh: usize, i0: usize, rows: usize, j0: usize, cols: usize, kt: &[T], s: &mut [T]) {
+        let d = self.dims.d;
+        gemm(
+            rows,
+            cols,
+            d,
+            self.scale,
+            self.q.heads.mat(self.q.data, bh, i0),
+            MatRef { data: kt, rs: cols, cs: 1 },
+            T::zero(),
+            s,
+            cols,
+            false,
+        );
+        if let Some(m) = self.mask {
+            for (i, row) in s.chunks_exact_mut(cols).take(rows).enumerate() {
+                let base = m.heads.at(bh, i0 + i) + j0 * m.heads.cs;
+                if m.heads.cs == 1 {
+                    row.iter_mut().zip(&m.data[base..base + cols]).for_each(|(v, &a)| *v += a);
+                } else {
+                    row.iter_mut().enumerate().for_each(|(j, v)| *v += m.data[base + j * m.heads.cs]);
+                }
+            }
+        }
+        if self.causal {
+            for (i, row) in s.chunks_exact_mut(cols).take(rows).enumerate() {
+                // Keys j > i0 + i are hidden: local index (i0 + i + 1 − j0) onwards.
+                let first_hidden = (i0 + i + 1).saturating_sub(j0).min(cols);
+                row[first_hidden..].fill(T::neg_infinity());
+            }
+        }
+    }
+}
+
+/// `out[c, r] = x[row0 + r, c]` for `rows` rows and `cols` columns of an operand.
+fn transpose_rows<T: Float>(x: Operand<T>, bh: usize, row0: usize, rows: usize, cols: usize, out: &mut Vec<T>) {
+    out.clear();
+    out.resize(rows * cols, T::zero());
+    for r in 0..rows {
+        let base = x.heads.at(bh, row0 + r);
+        for c in 0..cols {
+            out[c * rows + r] = x.data[base + c * x.heads.cs];
+        }
+    }
+}
+
+/// Attention output `[BH, Lq, Dv]` and per-row log-sum-exp `[BH, Lq]`.
+pub fn attention_fwd<T: Float>(sc: Scores<T>, v: Operand<T>) -> (Vec<T>, Vec<T>) {
+    let AttentionDims { bh, lq, dv, .. } = sc.dims;
+    let mut out = vec![T::zero(); bh * lq * dv];
+    let mut lse = vec![T::neg_infinity(); bh * lq];
+    if out.is_empty() {
+        return (out, lse);
+    }
+    out.par_chunks_mut(lq * dv).zip(lse.par_chunks_mut(lq)).enumerate().for_each(|(b, (o_head, l_head))| {
+        o_head.par_chunks_mut(BLOCK_Q * dv).zip(l_head.par_chunks_mut(BLOCK_Q)).enumerate().for_each(|(qb, (o, l))| {
+            forward_block(&sc, v, b, qb * BLOCK_Q, o, l);
+        });
+    });
+    (out, lse)
+}
+
+/// One query block: `o` (`[rows, dv]`, zeroed) and `lse` (`[rows]`) for queries from `i0`.
+fn forward_block<T: Float>(sc: &Scores<T>, v: Operand<T>, bh: usize, i0: usize, o: &mut [T], lse: &mut [T]) {
+    let dv = sc.dims.dv;
+    let rows = lse.len();
+    let mut kt = Vec::new();
+    let mut s = vec![T::zero(); rows * BLOCK_K];
+    let mut row_max = vec![T::neg_infinity(); rows];
+    let mut row_sum = vec![T::zero(); rows];
+    let key_end = sc.key_end(i0, rows);
+    for j0 in (0..key_end).step_by(BLOCK_K) {
+        let cols = BLOCK_K.min(key_end - j0);
+        let s = &mut s[..rows * cols];
+        sc.load_kt(bh, j0, cols, &mut kt);
+        sc.tile(bh, i0, rows, j0, cols, &kt, s);
+        for (i, srow) in s.chunks_exact_mut(cols).enumerate() {
+            let m_new = row_max[i].max(max_slice(srow));
+            if m_new == T::neg_infinity() {
+                // Nothing visible yet in this row: contributes nothing.
+                srow.fill(T::zero());
+                continue;
+            }
+            srow.iter_mut().for_each(|x| *x -= m_new);
+            exp_inplace(srow);
+            let alpha = (row_max[i] - m_new).exp();
+            row_sum[i] = row_sum[i] * alpha + sum_slice(srow);
+            row_max[i] = m_new;
+            if alpha != T::one() {
+                o[i * dv..(i + 1) * dv].iter_mut().for_each(|x| *x *= alpha);
+            }
+        }
+        gemm(rows, dv, cols, T::one(), MatRef { data: s, rs: cols, cs: 1 }, v.heads.mat(v.data, bh, j0), T::one(), o, dv, false);
+    }
+    for (i, orow) in o.chunks_exact_mut(dv).enumerate() {
+        if row_sum[i] > T::zero() {
+            let r = row_sum[i].recip();
+            orow.iter_mut().for_each(|x| *x *= r);
+            lse[i] = row_max[i] + row_sum[i].ln();
+        } else {
+            orow.fill(T::zero());
+            lse[i] = T::neg_infinity();
+        }
+    }
+}
+
+/// Probabilities `p = exp(s − lse)` of a tile in place (rows with lse −∞ are 0).
+fn probs_from_lse<T: Float>(s: &mut [T], cols: usize, lse: &[T]) {
+    for (srow, &l) in s.chunks_exact_mut(cols).zip(lse) {
+        if l == T::neg_infinity() {
+            srow.fill(T::zero());
+        } else {
+            srow.iter_mut().for_each(|x| *x -= l);
+            exp_inplace(srow);
+        }
+    }
+}
+
+/// `ds = p ∘ (dp − delta_row)` in place in `dp`.
+fn score_grads<T: Float>(p: &[T], dp: &mut [T], cols: usize, delta: &[T]) {
+    for ((dprow, prow), &dl) in dp.chunks_exact_mut(cols).zip(p.chunks_exact(cols)).zip(delta) {
+        for (g, &pv) in dprow.iter_mut().zip(prow) {
+            *g = pv * (*g - dl);
+        }
+    }
+}
+
+/// Saved forward state and output gradient for [`attention_bwd`].
+#[derive(Clone, Copy)]
+pub struct AttentionGradInputs<'a, T> {
+    /// Values `[B, H, Lk, Dv]`.
+    pub v: Operand<'a, T>,
+    /// Contiguous `[BH, Lq, Dv]` forward output.
+    pub out: &'a [T],
+    /// Contiguous `[BH, Lq, Dv]` output gradient.
+    pub grad: &'a [T],
+    /// `[BH, Lq]` log-sum-exp saved by the forward.
+    pub lse: &'a [T],
+}
+
+/// Gradients `(dQ [BH, Lq, D], dK [BH, Lk, D], dV [BH, Lk, Dv])`, contiguous.
+pub fn attention_bwd<T: Float>(sc: Scores<T>, gi: AttentionGradInputs<T>) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let AttentionDims { bh, lq, lk, d, dv } = sc.dims;
+    let mut dq = vec![T::zero(); bh * lq * d];
+    let mut dk = vec![T::zero(); bh * lk * d];
+    let mut dvv = vec![T::zero(); bh * lk * dv];
+    if bh * lq == 0 || lk == 0 {
+        return (dq, dk, dvv);
+    }
+    // delta_i = Σ dO_i·O_i = Σ_j P_ij·dP_ij, the softmax-backward row term.
+    let delta: Vec<T> =
+        gi.out.par_chunks(dv).zip(gi.grad.par_chunks(dv)).with_min_len(256).map(|(o, g)| super::softmax::dot_slice(o, g)).collect();
+
+    // Pass 1: each task owns one key block of dK and dV.
+    dk.par_chunks_mut(lk * d).zip(dvv.par_chunks_mut(lk * dv)).enumerate().for_each(|(b, (dk_head, dv_head))| {
+        dk_head.par_chunks_mut(BLOCK_K * d).zip(dv_head.par_chunks_mut(BLOCK_K * dv)).enumerate().for_each(|(kb, (dkb, dvb))| {
+            key_block_grads(&sc, &gi, &delta, b, kb * BLOCK_K, dkb, dvb);
+        });
+    });
+    // Pass 2: each task owns one query block of dQ.
+    dq.par_chunks_mut(lq * d).enumerate().for_each(|(b, dq_head)| {
+        dq_head.par_chunks_mut(BLOCK_Q * d).enumerate().for_each(|(qb, dqb)| {
+            query_block_grads(&sc, &gi, &delta, b, qb * BLOCK_Q, dqb);
+        });
+    });
+    (dq, dk, dvv)
+}
+
+/// dK and dV of keys `j0..j0+cols` (`dkb` is `[cols, d]`, `dvb` `[cols, dv]`, zeroed).
+fn key_block_grads<T: Float>(sc: &Scores<T>, gi: &AttentionGradInputs<T>, delta: &[T], bh: usize, j0: usize, dkb: &mut [T], dvb: &mut [T]) {
+    let AttentionDims { lq, d, dv, .. } = sc.dims;
+    let cols = dvb.len() / dv;
+    let (mut kt, mut vt) = (Vec::new(), Vec::new());
+    sc.load_kt(bh, j0, cols, &mut kt);
+    transpose_rows(gi.v, bh, j0, cols, dv, &mut vt);
+    let mut p = vec![T::zero(); BLOCK_Q * cols];
+    let mut dp = vec![T::zero(); BLOCK_Q * cols];
+    // Causal: queries before j0 see none of these keys.
+    let first_block = if sc.causal { j0 / BLOCK_Q } else { 0 };
+    for i0 in (first_block * BLOCK_Q..lq).step_by(BLOCK_Q) {
+        let rows = BLOCK_Q.min(lq - i0);
+        let (p, dp) = (&mut p[..rows * cols], &mut dp[..rows * cols]);
+        let row_range = bh * lq + i0..bh * lq + i0 + rows;
+        sc.tile(bh, i0, rows, j0, cols, &kt, p);
+        probs_from_lse(p, cols, &gi.lse[row_range.clone()]);
+        let g_blk = MatRef { data: &gi.grad[(bh * lq + i0) * dv..], rs: dv, cs: 1 };
+        // dV += Pᵀ·dO
+        gemm(cols, dv, rows, T::one(), MatRef { data: p, rs: 1, cs: cols }, g_blk, T::one(), dvb, dv, false);
+        // dP = dO·Vᵀ, then dS = P ∘ (dP − delta)
+        gemm(rows, cols, dv, T::one(), g_blk, MatRef { data: &vt, rs: cols, cs: 1 }, T::zero(), dp, cols, false);
+        score_grads(p, dp, cols, &delta[row_range]);
+        // dK += scale·dSᵀ·Q
+        gemm(cols, d, rows, sc.scale, MatRef { data: dp, rs: 1, cs: cols }, sc.q.heads.mat(sc.q.data, bh, i0), T::one(), dkb, d, false);
+    }
+}
+
+/// dQ of queries `i0..` (`dqb` is `[rows, d]`, zeroed).
+fn query_block_grads<T: Float>(sc: &Scores<T>, gi: &AttentionGradInputs<T>, delta: &[T], bh: usize, i0: usize, dqb: &mut [T]) {
+    let AttentionDims { lq, d, dv, .. } = sc.dims;
+    let rows = dqb.len() / d;
+    let (mut kt, mut vt) = (Vec::new(), Vec::new());
+    let mut p = vec![T::zero(); rows * BLOCK_K];
+    let mut dp = vec![T::zero(); rows * BLOCK_K];
+    let row_range = bh * lq + i0..bh * lq + i0 + rows;
+    let g_blk = MatRef { data: &gi.grad[(bh * lq + i0) * dv..], rs: dv, cs: 1 };
+    let key_end = sc.key_end(i0, rows);
+    for j0 in (0..key_end).step_by(BLOCK_K) {
+        let cols = BLOCK_K.min(key_end - j0);
+        let (p, dp) = (&mut p[..rows * cols], &mut dp[..rows * cols]);
+        sc.load_kt(bh, j0, cols, &mut kt);
+        transpose_rows(gi.v, bh, j0, cols, dv, &mut vt);
+        sc.tile(bh, i0, rows, j0, cols, &kt, p);
+        probs_from_lse(p, cols, &gi.lse[row_range.clone()]);
+        gemm(rows, cols, dv, T::one(), g_blk, MatRef { data: &vt, rs: cols, cs: 1 }, T::zero(), dp, cols, false);
+        score_grads(p, dp, cols, &delta[row_range.clone()]);
+        // dQ += scale·dS·K
+        gemm(rows, d, cols, sc.scale, MatRef { data: dp, rs: cols, cs: 1 }, sc.k.heads.mat(sc.k.data, bh, j0), T::one(), dqb, d, false);
+    }
+}

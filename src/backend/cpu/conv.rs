@@ -1,0 +1,435 @@
+//! 2-d convolution over NCHW tensors: forward, backward-data and
+//! backward-weight, as im2col / col2im feeding the shared GEMM.
+//!
+//! Each (image, group) pair is cut into blocks of whole output rows. A block's
+//! im2col matrix, `[C_in/groups·kh·kw, rows·W_out]`, stays a few MB however
+//! large the activation (an SD-UNet `[2, 320, 64, 64]` 3×3 layer never
+//! materialises its 190 MB full im2col), and blocks are the units of parallel
+//! work, so a batch of one still keeps every thread busy. A 1×1, stride-1,
+//! unpadded convolution skips im2col: the input already is the GEMM operand.
+
+use super::gemm::{gemm, MatRef};
+use super::reduce::sum_slice;
+use super::PARALLEL_MIN;
+use crate::tensor::Float;
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Elements of one im2col block (about 4 MB of f32 per thread): large enough
+/// for the GEMM to run at full speed, small enough to stay in cache.
+const COL_BLOCK_ELEMS: usize = 1 << 20;
+
+/// Upper bound on the elements of the per-thread weight-gradient partial sums
+/// of backward-weight (256 MB of f32): a huge weight gets fewer partials, and
+/// the spare threads work inside GEMM instead.
+const WEIGHT_PARTIALS_ELEMS: usize = 1 << 26;
+
+/// Below this many multiply-adds a convolution runs on the calling thread.
+const PARALLEL_MIN_MACS: usize = 1 << 20;
+
+/// Every size of one convolution. The tensor layer checks them; the kernels trust them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dGeometry {
+    pub batch: usize,
+    pub in_channels: usize,
+    /// Input height and width.
+    pub in_size: [usize; 2],
+    pub out_channels: usize,
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Output height and width.
+    pub out_size: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+impl Conv2dGeometry {
+    /// Output length of one axis, `(in + 2·pad − dil·(k−1) − 1) / stride + 1`,
+    /// or `None` when the dilated kernel is larger than the padded input.
+    pub fn output_len(input: usize, kernel: usize, stride: usize, padding: usize, dilation: usize) -> Option<usize> {
+        let span = dilation * (kernel.max(1) - 1) + 1;
+        let padded = input + 2 * padding;
+        (padded >= span && stride > 0).then(|| (padded - span) / stride + 1)
+    }
+
+    /// Input channels seen by each output channel.
+    pub fn in_per_group(&self) -> usize {
+        self.in_channels / self.groups
+    }
+    /// Output channels of each group.
+    pub fn out_per_group(&self) -> usize {
+        self.out_channels / self.groups
+    }
+    /// Rows of the im2col matrix: the reduction length of the GEMM.
+    pub fn col_rows(&self) -> usize {
+        self.in_per_group() * self.kernel[0] * self.kernel[1]
+    }
+    fn in_plane(&self) -> usize {
+        self.in_size[0] * self.in_size[1]
+    }
+    fn out_plane(&self) -> usize {
+        self.out_size[0] * self.out_size[1]
+    }
+    /// Multiply-adds of the forward pass (each backward pass costs the same).
+    pub fn macs(&self) -> usize {
+        self.batch * self.out_channels * self.out_plane() * self.col_rows()
+    }
+    /// 1×1, stride 1, no padding: the input planes are the GEMM operand as they are.
+    pub fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
+    }
+
+    /// Output rows per block: bounded by the im2col block size, and small
+    /// enough that `items` (image, group) pairs give at least `min_tasks` blocks.
+    fn rows_per_block(&self, items: usize, min_tasks: usize) -> usize {
+        let [out_h, out_w] = self.out_size;
+        let by_memory = COL_BLOCK_ELEMS / (self.col_rows() * out_w).max(1);
+        let blocks_wanted = min_tasks.div_ceil(items.max(1)).max(1);
+        by_memory.min(out_h.div_ceil(blocks_wanted)).clamp(1, out_h.max(1))
+    }
+
+    /// The output-row ranges of the blocks.
+    fn blocks(&self, rows_per_block: usize) -> Vec<Range<usize>> {
+        let out_h = self.out_size[0];
+        (0..out_h).step_by(rows_per_block).map(|r| r..(r + rows_per_block).min(out_h)).collect()
+    }
+}
+
+/// The outputs `o` of one axis whose input position `o·stride + offset` lies in `0..in_len`.
+fn valid_outputs(out_len: usize, in_len: usize, stride: usize, offset: isize) -> Range<usize> {
+    let lo = if offset >= 0 { 0 } else { offset.unsigned_abs().div_ceil(stride) };
+    let last_in = in_len as isize - 1;
+    let hi = if offset > last_in { 0 } else { (last_in - offset) as usize / stride + 1 };
+    let hi = hi.min(out_len);
+    lo.min(hi)..hi
+}
+
+/// Fill the `kh·kw` im2col rows of one input channel for output rows `rows`:
+/// row `ki·kw + kj` holds, for every output position of the block, the input
+/// pixel that kernel tap (ki, kj) sees there (zero in the padding).
+fn im2col_channel<T: Float>(plane: &[T], g: &Conv2dGeometry, rows: Range<usize>, col: &mut [T]) {
+    let ([in_h, in_w], [_, out_w]) = (g.in_size, g.out_size);
+    let ([kh, kw], [sh, sw], [ph, pw], [dh, dw]) = (g.kernel, g.stride, g.padding, g.dilation);
+    let width = rows.len() * out_w;
+    for ki in 0..kh {
+        let row_offset = (ki * dh) as isize - ph as isize;
+        let valid_rows = valid_outputs(g.out_size[0], in_h, sh, row_offset);
+        for kj in 0..kw {
+            let col_offset = (kj * dw) as isize - pw as isize;
+            let valid = valid_outputs(out_w, in_w, sw, col_offset);
+            let tap = &mut col[(ki * kw + kj) * width..][..width];
+            for (oh, dst) in rows.clone().zip(tap.chunks_exact_mut(out_w)) {
+                if !valid_rows.contains(&oh) || valid.is_empty() {
+                    dst.fill(T::zero());
+                    continue;
+                }
+                let ih = ((oh * sh) as isize + row_offset) as usize;
+                let src = &plane[ih * in_w..(ih + 1) * in_w];
+                let iw0 = ((valid.start * sw) as isize + col_offset) as usize;
+                dst[..valid.start].fill(T::zero());
+                dst[valid.end..].fill(T::zero());
+                let dst = &mut dst[valid.clone()];
+                if sw == 1 {
+                    dst.copy_from_slice(&src[iw0..iw0 + dst.len()]);
+                } else {
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        *d = src[iw0 + j * sw];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col_channel`]: add each im2col entry back onto the
+/// input pixel it was read from (padding entries are dropped).
+fn col2im_channel<T: Float>(col: &[T], g: &Conv2dGeometry, rows: Range<usize>, plane: &mut [T]) {
+    let ([in_h, in_w], [_, out_w]) = (g.in_size, g.out_size);
+    let ([kh, kw], [sh, sw], [ph, pw], [dh, dw]) = (g.kernel, g.stride, g.padding, g.dilation);
+    let width = rows.len() * out_w;
+    for ki in 0..kh {
+        let row_offset = (ki * dh) as isize - ph as isize;
+        let valid_rows = valid_outputs(g.out_size[0], in_h, sh, row_offset);
+        for kj in 0..kw {
+            let col_offset = (kj * dw) as isize - pw as isize;
+            let valid = valid_outputs(out_w, in_w, sw, col_offset);
+            if valid.is_empty() {
+                continue;
+            }
+            let iw0 = ((valid.start * sw) as isize + col_offset) as usize;
+            let tap = &col[(ki * kw + kj) * width..][..width];
+            for (oh, src) in rows.clone().zip(tap.chunks_exact(out_w)) {
+                if !valid_rows.contains(&oh) {
+                    continue;
+                }
+                let ih = ((oh * sh) as isize + row_offset) as usize;
+                let dst = &mut plane[ih * in_w..(ih + 1) * in_w];
+                let src = &src[valid.clone()];
+                if sw == 1 {
+                    for (d, &s) in dst[iw0..iw0 + src.len()].iter_mut().zip(src) {
+                        *d += s;
+                    }
+                } else {
+                    for (j, &s) in src.iter().enumerate() {
+                        dst[iw0 + j * sw] += s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// im2col of output rows `rows` of one group's input planes into `col`
+/// (`[col_rows, rows·W_out]`), optionally one channel per task.
+fn im2col<T: Float>(x_group: &[T], g: &Conv2dGeometry, rows: Range<usize>, col: &mut [T], parallel: bool) {
+    let taps = g.kernel[0] * g.kernel[1] * rows.len() * g.out_size[1];
+    let planes = x_group.chunks(g.in_plane()).take(g.in_per_group());
+    if parallel {
+        col.par_chunks_mut(taps).zip(planes.collect::<Vec<_>>()).for_each(|(c, p)| im2col_channel(p, g, rows.clone(), c));
+    } else {
+        col.chunks_mut(taps).zip(planes).for_each(|(c, p)| im2col_channel(p, g, rows.clone(), c));
+    }
+}
+
+/// A raw pointer into an output buffer that tasks on several threads write
+/// disjoint parts of.
+#[derive(Clone, Copy)]
+struct SharedMut<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: the pointer is only dereferenced through `SharedMut::slice`, whose
+// callers guarantee that concurrent slices never overlap; `T` itself is Send.
+unsafe impl<T: Send> Send for SharedMut<T> {}
+// SAFETY: as above; sharing the pointer value across threads is harmless.
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    fn new(buffer: &mut [T]) -> Self {
+        SharedMut { ptr: buffer.as_mut_ptr(), len: buffer.len() }
+    }
+
+    /// `len` elements from `start`.
+    ///
+    /// # Safety
+    /// The buffer must outlive the slice, and no other live slice (on any
+    /// thread) may overlap `start..start + len`.
+    unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [T] {
+        assert!(start + len <= self.len, "SharedMut::slice out of bounds");
+        // SAFETY: in bounds (asserted); exclusivity is the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+/// Forward convolution: `x` `[N, C_in, H, W]`, `w` `[C_out, C_in/groups, kh, kw]`,
+/// optional `bias` `[C_out]`, all contiguous; returns `[N, C_out, H_out, W_out]`.
+///
+/// Per block, `out[g-rows, block] = W_g · im2col(x_g, block)`, computed into
+/// a small buffer and then written (with the bias) into the output rows.
+pub fn conv2d_fwd<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv2dGeometry) -> Vec<T> {
+    let (out_plane, out_w, cog, k) = (g.out_plane(), g.out_size[1], g.out_per_group(), g.col_rows());
+    let mut out = vec![T::zero(); g.batch * g.out_channels * out_plane];
+    if out.is_empty() {
+        return out;
+    }
+    let threads = rayon::current_num_threads();
+    let items = g.batch * g.groups;
+    let blocks = g.blocks(g.rows_per_block(items, 2 * threads));
+    let tasks = items * blocks.len();
+    let shared = SharedMut::new(&mut out);
+    let run = |task: usize, col: &mut Vec<T>, block_out: &mut Vec<T>, parallel: bool| {
+        let (item, rows) = (task / blocks.len(), blocks[task % blocks.len()].clone());
+        let (n, grp) = (item / g.groups, item % g.groups);
+        let width = rows.len() * out_w;
+        let x_group = &x[(n * g.in_channels + grp * g.in_per_group()) * g.in_plane()..];
+        let b = if g.is_pointwise() {
+            MatRef { data: &x_group[rows.start * out_w..], rs: g.in_plane(), cs: 1 }
+        } else {
+            col.resize(k * width, T::zero());
+            im2col(x_group, g, rows.clone(), &mut col[..k * width], parallel);
+            MatRef { data: &col[..], rs: width, cs: 1 }
+        };
+        block_out.resize(cog * width, T::zero());
+        let a = MatRef { data: &w[grp * cog * k..], rs: k, cs: 1 };
+        gemm(cog, width, k, T::one(), a, b, T::zero(), &mut block_out[..cog * width], width, parallel);
+        for (oc, row) in block_out.chunks_exact(width).enumerate().take(cog) {
+            let channel = grp * cog + oc;
+            let start = (n * g.out_channels + channel) * out_plane + rows.start * out_w;
+            // SAFETY: tasks are distinct (image, group, row block) triples, so the
+            // output ranges `start..start+width` of different tasks never overlap,
+            // and `out` outlives every task (they finish before it is returned).
+            let dst = unsafe { shared.slice(start, width) };
+            let shift = bias.map_or(T::zero(), |b| b[channel]);
+            for (d, &v) in dst.iter_mut().zip(row) {
+                *d = v + shift;
+            }
+        }
+    };
+    if tasks >= threads && threads > 1 && g.macs() >= PARALLEL_MIN_MACS {
+        (0..tasks).into_par_iter().for_each_init(|| (Vec::new(), Vec::new()), |(col, block_out), t| run(t, col, block_out, false));
+    } else {
+        let (mut col, mut block_out) = (Vec::new(), Vec::new());
+        let parallel = g.macs() >= PARALLEL_MIN_MACS;
+        for t in 0..tasks {
+            run(t, &mut col, &mut block_out, parallel);
+        }
+    }
+    out
+}
+
+/// Gradient of the input: `dy` `[N, C_out, H_out, W_out]` and `w` contiguous;
+/// returns `[N, C_in, H, W]`. Per block, `dcol = W_gᵀ · dy_block` (the
+/// transpose read through strides), then col2im adds `dcol` onto the input planes.
+pub fn conv2d_bwd_data<T: Float>(dy: &[T], w: &[T], g: &Conv2dGeometry) -> Vec<T> {
+    let (in_plane, out_plane, out_w, cog, k) = (g.in_plane(), g.out_plane(), g.out_size[1], g.out_per_group(), g.col_rows());
+    let item_len = g.in_per_group() * in_plane;
+    let mut dx = vec![T::zero(); g.batch * g.in_channels * in_plane];
+    if dx.is_empty() {
+        return dx;
+    }
+    let taps = g.kernel[0] * g.kernel[1];
+    // Blocks of one (image, group) overlap in the input, so they run in turn;
+    // parallelism comes from the items, or else from inside GEMM and col2im.
+    let blocks = g.blocks(g.rows_per_block(1, 1));
+    let per_item = |item: usize, dx_item: &mut [T], dcol: &mut Vec<T>, parallel: bool| {
+        let (n, grp) = (item / g.groups, item % g.groups);
+        let w_t = MatRef { data: &w[grp * cog * k..], rs: 1, cs: k };
+        let dy_group = &dy[(n * g.out_channels + grp * cog) * out_plane..];
+        if g.is_pointwise() {
+            let b = MatRef { data: dy_group, rs: out_plane, cs: 1 };
+            gemm(k, in_plane, cog, T::one(), w_t, b, T::zero(), dx_item, in_plane, parallel);
+            return;
+        }
+        for rows in &blocks {
+            let width = rows.len() * out_w;
+            dcol.resize(k * width, T::zero());
+            let dcol = &mut dcol[..k * width];
+            let b = MatRef { data: &dy_group[rows.start * out_w..], rs: out_plane, cs: 1 };
+            gemm(k, width, cog, T::one(), w_t, b, T::zero(), dcol, width, parallel);
+            let per_channel = taps * width;
+            if parallel {
+                dx_item
+                    .par_chunks_mut(in_plane)
+                    .zip(dcol.par_chunks(per_channel))
+                    .for_each(|(plane, c)| col2im_channel(c, g, rows.clone(), plane));
+            } else {
+                for (plane, c) in dx_item.chunks_mut(in_plane).zip(dcol.chunks(per_channel)) {
+                    col2im_channel(c, g, rows.clone(), plane);
+                }
+            }
+        }
+    };
+    let threads = rayon::current_num_threads();
+    let items = g.batch * g.groups;
+    if items >= threads && threads > 1 && g.macs() >= PARALLEL_MIN_MACS {
+        dx.par_chunks_mut(item_len).enumerate().for_each_init(Vec::new, |dcol, (i, dx_item)| per_item(i, dx_item, dcol, false));
+    } else {
+        let mut dcol = Vec::new();
+        let parallel = g.macs() >= PARALLEL_MIN_MACS;
+        for (i, dx_item) in dx.chunks_mut(item_len).enumerate() {
+            per_item(i, dx_item, &mut dcol, parallel);
+        }
+    }
+    dx
+}
+
+/// Gradient of the weight: `x` `[N, C_in, H, W]` and `dy` `[N, C_out, H_out, W_out]`
+/// contiguous; returns `[C_out, C_in/groups, kh, kw]`. Per block,
+/// `dW_g += dy_block · im2col(x_g, block)ᵀ`; threads sum private partials,
+/// added in a fixed order so the result does not depend on scheduling.
+pub fn conv2d_bwd_weight<T: Float>(x: &[T], dy: &[T], g: &Conv2dGeometry) -> Vec<T> {
+    let (in_plane, out_plane, out_w, cog, k) = (g.in_plane(), g.out_plane(), g.out_size[1], g.out_per_group(), g.col_rows());
+    let weight_len = g.out_channels * k;
+    if weight_len == 0 || out_plane * g.batch == 0 {
+        return vec![T::zero(); weight_len];
+    }
+    let threads = rayon::current_num_threads();
+    let items = g.batch * g.groups;
+    let blocks = g.blocks(g.rows_per_block(items, threads));
+    let tasks = items * blocks.len();
+    let big = g.macs() >= PARALLEL_MIN_MACS;
+    let partials = if big { threads.min(tasks).min((WEIGHT_PARTIALS_ELEMS / weight_len).max(1)) } else { 1 };
+    // With fewer partials than threads, the spare threads work inside GEMM and im2col.
+    let parallel_inside = big && partials < threads;
+    let accumulate = |task_range: Range<usize>| -> Vec<T> {
+        let mut dw = vec![T::zero(); weight_len];
+        let mut col = Vec::new();
+        for task in task_range {
+            let (item, rows) = (task / blocks.len(), blocks[task % blocks.len()].clone());
+            let (n, grp) = (item / g.groups, item % g.groups);
+            let width = rows.len() * out_w;
+            let x_group = &x[(n * g.in_channels + grp * g.in_per_group()) * in_plane..];
+            let b = if g.is_pointwise() {
+                MatRef { data: &x_group[rows.start * out_w..], rs: 1, cs: in_plane }
+            } else {
+                col.resize(k * width, T::zero());
+                im2col(x_group, g, rows.clone(), &mut col[..k * width], parallel_inside);
+                MatRef { data: &col[..], rs: 1, cs: width }
+            };
+            let a = MatRef { data: &dy[(n * g.out_channels + grp * cog) * out_plane + rows.start * out_w..], rs: out_plane, cs: 1 };
+            gemm(cog, k, width, T::one(), a, b, T::one(), &mut dw[grp * cog * k..(grp + 1) * cog * k], k, parallel_inside);
+        }
+        dw
+    };
+    let per_partial = tasks.div_ceil(partials);
+    let ranges: Vec<Range<usize>> = (0..tasks).step_by(per_partial).map(|s| s..(s + per_partial).min(tasks)).collect();
+    let mut sums: Vec<Vec<T>> =
+        if ranges.len() > 1 { ranges.into_par_iter().map(accumulate).collect() } else { ranges.into_iter().map(accumulate).collect() };
+    let mut total = sums.remove(0);
+    for partial in sums {
+        for (t, p) in total.iter_mut().zip(partial) {
+            *t += p;
+        }
+    }
+    total
+}
+
+/// Gradient of the bias: `dy` `[N, C_out, H_out, W_out]` contiguous, summed over
+/// batch and space; returns `[C_out]`.
+pub fn conv2d_bwd_bias<T: Float>(dy: &[T], batch: usize, channels: usize, plane: usize) -> Vec<T> {
+    let channel_sum = |c: usize| (0..batch).map(|n| sum_slice(&dy[(n * channels + c) * plane..][..plane])).fold(T::zero(), |a, b| a + b);
+    if dy.len() >= PARALLEL_MIN && channels > 1 {
+        (0..channels).into_par_iter().map(channel_sum).collect()
+    } else {
+        (0..channels).map(channel_sum).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_outputs_clip_to_the_input() {
+        // in 5, stride 2, offset -1: inputs -1, 1, 3, 5 → outputs 1 and 2 valid.
+        assert_eq!(valid_outputs(4, 5, 2, -1), 1..3);
+        assert_eq!(valid_outputs(3, 5, 1, 0), 0..3);
+        assert_eq!(valid_outputs(3, 2, 1, 4), 0..0);
+        assert_eq!(valid_outputs(2, 3, 1, -5), 2..2);
+    }
+
+    #[test]
+    fn blocks_cover_the_output_rows() {
+        let g = Conv2dGeometry {
+            batch: 1,
+            in_channels: 320,
+            in_size: [64, 64],
+            out_channels: 320,
+            kernel: [3, 3],
+            out_size: [64, 64],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let rows = g.rows_per_block(1, 4);
+        assert!(rows * 64 * g.col_rows() <= COL_BLOCK_ELEMS);
+        let blocks = g.blocks(rows);
+        assert_eq!(blocks.first().unwrap().start, 0);
+        assert_eq!(blocks.last().unwrap().end, 64);
+        assert!(blocks.windows(2).all(|w| w[0].end == w[1].start));
+    }
+}

@@ -1,0 +1,334 @@
+//! Normalisation layers with PyTorch semantics: group norm (and group norm
+//! fused with SiLU), layer norm and batch norm. Statistics use the biased
+//! variance and `1/sqrt(var + eps)`; each op saves its mean and reciprocal
+//! standard deviation for a dedicated backward kernel.
+
+use super::softmax::with_contiguous;
+use super::{same_device, same_dtype, unsupported};
+use crate::autograd::rules::norm::{BatchNormBackward, GroupNormBackward, LayerNormBackward};
+use crate::backend::cpu;
+use crate::backend::cpu::norm::NcsDims;
+use crate::tensor::{Element, Float, Tensor};
+use crate::{dispatch_float, Device, Error, Result};
+use std::sync::Arc;
+
+/// Gradients of a normalisation with respect to its input and its affine
+/// parameters (`weight` and `bias` gradients are computed whether or not the
+/// op had those parameters; the backward rule keeps the ones it needs).
+pub struct NormGradients {
+    /// Gradient of the input.
+    pub input: Tensor,
+    /// Gradient of the weight (per channel, or shaped `normalized_shape`).
+    pub weight: Tensor,
+    /// Gradient of the bias, shaped like the weight's.
+    pub bias: Tensor,
+}
+
+/// Check that an optional affine parameter has `shape` and matches `x`'s dtype and device.
+fn check_param(op: &'static str, what: &str, p: Option<&Tensor>, x: &Tensor, shape: &[usize]) -> Result<()> {
+    let Some(p) = p else { return Ok(()) };
+    same_device(op, x, p)?;
+    same_dtype(op, x, p)?;
+    if p.shape() != shape {
+        return Err(Error::bad_shape(op, format!("{what} has shape {:?}, expected {shape:?}", p.shape())));
+    }
+    Ok(())
+}
+
+/// `[N, C, spatial]` dimensions of a tensor of rank ≥ 2.
+fn ncs_dims(op: &'static str, x: &Tensor) -> Result<NcsDims> {
+    if x.rank() < 2 {
+        return Err(Error::bad_shape(op, format!("expected an [N, C, *] input of rank >= 2, got shape {:?}", x.shape())));
+    }
+    Ok(NcsDims { n: x.shape()[0], c: x.shape()[1], spatial: x.shape()[2..].iter().product() })
+}
+
+/// Run `f` on an optional tensor's contiguous elements.
+fn with_opt<T: Element, R>(t: Option<&Tensor>, f: impl FnOnce(Option<&[T]>) -> R) -> Result<R> {
+    match t {
+        Some(t) => with_contiguous::<T, _>(t, |s| f(Some(s))),
+        None => Ok(f(None)),
+    }
+}
+
+/// A CPU vector of `T` from a tensor (copied).
+fn vec_of<T: Element>(t: &Tensor) -> Result<Vec<T>> {
+    t.cpu_vec::<T>()
+}
+
+/// Gradients from a CPU kernel, as tensors.
+fn grads_to_tensors<T: Float>(g: cpu::norm::NormGrads<T>, x_shape: &[usize], param_shape: &[usize]) -> NormGradients {
+    NormGradients {
+        input: Tensor::from_cpu_vec(g.dx, x_shape),
+        weight: Tensor::from_cpu_vec(g.dweight, param_shape),
+        bias: Tensor::from_cpu_vec(g.dbias, param_shape),
+    }
+}
+
+impl Tensor {
+    // ----- group norm -----------------------------------------------------
+
+    /// Group norm of an `[N, C, *spatial]` tensor: channels split into
+    /// `num_groups` groups, each (sample, group) normalised by its own mean
+    /// and biased variance, then `· weight[c] + bias[c]` (both `[C]`, optional).
+    pub fn group_norm(&self, num_groups: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+        self.group_norm_impl(num_groups, weight, bias, eps, false)
+    }
+
+    /// `silu(group_norm(x))` in one pass, with its own backward: the
+    /// normalisation + activation pair of every diffusers ResNet block.
+    pub fn group_norm_silu(&self, num_groups: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+        self.group_norm_impl(num_groups, weight, bias, eps, true)
+    }
+
+    fn group_norm_impl(&self, num_groups: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64, silu: bool) -> Result<Tensor> {
+        let op = if silu { "group_norm_silu" } else { "group_norm" };
+        let dims = ncs_dims(op, self)?;
+        if num_groups == 0 || dims.c % num_groups != 0 {
+            return Err(Error::bad_shape(op, format!("{} channels cannot be split into {num_groups} groups", dims.c)));
+        }
+        check_param(op, "weight", weight, self, &[dims.c])?;
+        check_param(op, "bias", bias, self, &[dims.c])?;
+        let stats_shape = [dims.n, num_groups];
+        let (out, mean, rstd) = match self.device() {
+            Device::Cpu => dispatch_float!(self.dtype(), op, |T| {
+                let f = with_contiguous::<T, _>(self, |x| {
+                    with_opt::<T, _>(weight, |w| {
+                        with_opt::<T, _>(bias, |b| cpu::norm::group_norm_fwd(x, dims, num_groups, w, b, eps, silu))
+                    })
+                })???;
+                (
+                    Tensor::from_cpu_vec(f.out, self.shape()),
+                    Tensor::from_cpu_vec(f.mean, &stats_shape),
+                    Tensor::from_cpu_vec(f.rstd, &stats_shape),
+                )
+            }),
+            Device::Cuda(_) => return Err(unsupported(op, self)),
+        };
+        let inputs: Vec<&Tensor> = [Some(self), weight, bias].into_iter().flatten().collect();
+        Ok(out.recorded(&inputs, || {
+            Arc::new(GroupNormBackward { input: self.clone(), weight: weight.cloned(), bias: bias.cloned(), mean, rstd, num_groups, silu })
+        }))
+    }
+
+    /// Gradients of group norm (with `silu`, of `group_norm_silu`) at this
+    /// input, from the output gradient `grad` and the `[N, groups]` statistics
+    /// the forward saved. `bias` is only read to recompute the SiLU input.
+    #[allow(clippy::too_many_arguments)]
+    pub fn group_norm_backward(
+        &self,
+        grad: &Tensor,
+        mean: &Tensor,
+        rstd: &Tensor,
+        num_groups: usize,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        silu: bool,
+    ) -> Result<NormGradients> {
+        let op = "group_norm_backward";
+        let dims = ncs_dims(op, self)?;
+        if grad.shape() != self.shape() {
+            return Err(Error::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: grad.shape().to_vec() });
+        }
+        if num_groups == 0 || dims.c % num_groups != 0 || mean.numel() != dims.n * num_groups || rstd.numel() != mean.numel() {
+            return Err(Error::bad_shape(
+                op,
+                format!("statistics {:?} do not match {num_groups} groups of {:?}", mean.shape(), self.shape()),
+            ));
+        }
+        match self.device() {
+            Device::Cpu => dispatch_float!(self.dtype(), op, |T| {
+                let (m, r) = (vec_of::<T>(mean)?, vec_of::<T>(rstd)?);
+                let g = with_contiguous::<T, _>(self, |x| {
+                    with_contiguous::<T, _>(grad, |gs| {
+                        with_opt::<T, _>(weight, |w| {
+                            with_opt::<T, _>(bias, |b| cpu::norm::group_norm_bwd(x, gs, dims, num_groups, &m, &r, w, b, silu))
+                        })
+                    })
+                })????;
+                Ok(grads_to_tensors(g, self.shape(), &[dims.c]))
+            }),
+            Device::Cuda(_) => Err(unsupported(op, self)),
+        }
+    }
+
+    // ----- layer norm -----------------------------------------------------
+
+    /// Layer norm over the trailing dims `normalized_shape`: each row of
+    /// `prod(normalized_shape)` elements is normalised by its mean and biased
+    /// variance, then `· weight + bias` (both shaped `normalized_shape`, optional).
+    pub fn layer_norm(&self, normalized_shape: &[usize], weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+        let op = "layer_norm";
+        let rank = self.rank();
+        if normalized_shape.is_empty()
+            || normalized_shape.len() > rank
+            || self.shape()[rank - normalized_shape.len()..] != *normalized_shape
+        {
+            return Err(Error::bad_shape(
+                op,
+                format!("normalized_shape {normalized_shape:?} is not a suffix of the input shape {:?}", self.shape()),
+            ));
+        }
+        check_param(op, "weight", weight, self, normalized_shape)?;
+        check_param(op, "bias", bias, self, normalized_shape)?;
+        let len: usize = normalized_shape.iter().product();
+        let rows = self.numel() / len.max(1);
+        let (out, mean, rstd) = match self.device() {
+            Device::Cpu => dispatch_float!(self.dtype(), op, |T| {
+                let f = with_contiguous::<T, _>(self, |x| {
+                    with_opt::<T, _>(weight, |w| with_opt::<T, _>(bias, |b| cpu::norm::layer_norm_fwd(x, len, w, b, eps)))
+                })???;
+                (Tensor::from_cpu_vec(f.out, self.shape()), Tensor::from_cpu_vec(f.mean, &[rows]), Tensor::from_cpu_vec(f.rstd, &[rows]))
+            }),
+            Device::Cuda(_) => return Err(unsupported(op, self)),
+        };
+        let inputs: Vec<&Tensor> = [Some(self), weight, bias].into_iter().flatten().collect();
+        Ok(out.recorded(&inputs, || {
+            Arc::new(LayerNormBackward {
+                input: self.clone(),
+                weight: weight.cloned(),
+                bias: bias.cloned(),
+                mean,
+                rstd,
+                normalized_shape: normalized_shape.to_vec(),
+            })
+        }))
+    }
+
+    /// Gradients of layer norm over `normalized_shape` at this input, from the
+    /// output gradient and the per-row statistics the forward saved.
+    pub fn layer_norm_backward(
+        &self,
+        grad: &Tensor,
+        mean: &Tensor,
+        rstd: &Tensor,
+        normalized_shape: &[usize],
+        weight: Option<&Tensor>,
+    ) -> Result<NormGradients> {
+        let op = "layer_norm_backward";
+        if grad.shape() != self.shape() {
+            return Err(Error::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: grad.shape().to_vec() });
+        }
+        let len: usize = normalized_shape.iter().product();
+        if len == 0 || self.numel() % len != 0 || mean.numel() != self.numel() / len || rstd.numel() != mean.numel() {
+            return Err(Error::bad_shape(op, format!("statistics {:?} do not match rows of {len} in {:?}", mean.shape(), self.shape())));
+        }
+        match self.device() {
+            Device::Cpu => dispatch_float!(self.dtype(), op, |T| {
+                let (m, r) = (vec_of::<T>(mean)?, vec_of::<T>(rstd)?);
+                let g = with_contiguous::<T, _>(self, |x| {
+                    with_contiguous::<T, _>(grad, |gs| with_opt::<T, _>(weight, |w| cpu::norm::layer_norm_bwd(x, gs, len, &m, &r, w)))
+                })???;
+                Ok(grads_to_tensors(g, self.shape(), normalized_shape))
+            }),
+            Device::Cuda(_) => Err(unsupported(op, self)),
+        }
+    }
+
+    // ----- batch norm -----------------------------------------------------
+
+    /// Batch norm of an `[N, C, *]` tensor, as `torch.nn.functional.batch_norm`.
+    ///
+    /// Training: normalise with the batch's per-channel mean and biased
+    /// variance, and when running statistics are given update them in place
+    /// (every view of their storage sees it):
+    /// `running = (1 − momentum)·running + momentum·batch`, using the
+    /// *unbiased* batch variance for `running_var`. Evaluation: normalise with
+    /// the running statistics (both required). `weight`/`bias` are `[C]`, optional.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batch_norm(
+        &self,
+        running_mean: Option<&Tensor>,
+        running_var: Option<&Tensor>,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        training: bool,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<Tensor> {
+        let op = "batch_norm";
+        let dims = ncs_dims(op, self)?;
+        let c = dims.c;
+        check_param(op, "running_mean", running_mean, self, &[c])?;
+        check_param(op, "running_var", running_var, self, &[c])?;
+        check_param(op, "weight", weight, self, &[c])?;
+        check_param(op, "bias", bias, self, &[c])?;
+        let count = dims.n * dims.spatial;
+        if training && count <= 1 {
+            return Err(Error::bad_shape(
+                op,
+                format!("expected more than 1 value per channel when training, got input shape {:?}", self.shape()),
+            ));
+        }
+        let (out, mean, rstd) = match self.device() {
+            Device::Cpu => dispatch_float!(self.dtype(), op, |T| {
+                let (mean, rstd): (Vec<T>, Vec<T>) = if training {
+                    let (bm, bv) = with_contiguous::<T, _>(self, |x| cpu::norm::batch_norm_stats(x, dims))?;
+                    let _g = crate::autograd::no_grad_guard();
+                    let bessel = count as f64 / (count - 1) as f64;
+                    if let Some(rm) = running_mean {
+                        let old = rm.to_vec_f64()?;
+                        let new: Vec<T> = old.iter().zip(&bm).map(|(&r, &b)| T::from_f64((1.0 - momentum) * r + momentum * b)).collect();
+                        rm.assign(&Tensor::from_cpu_vec(new, &[c]))?;
+                    }
+                    if let Some(rv) = running_var {
+                        let old = rv.to_vec_f64()?;
+                        let new: Vec<T> =
+                            old.iter().zip(&bv).map(|(&r, &v)| T::from_f64((1.0 - momentum) * r + momentum * v * bessel)).collect();
+                        rv.assign(&Tensor::from_cpu_vec(new, &[c]))?;
+                    }
+                    (bm.iter().map(|&m| T::from_f64(m)).collect(), bv.iter().map(|&v| T::from_f64(1.0 / (v + eps).sqrt())).collect())
+                } else {
+                    let (Some(rm), Some(rv)) = (running_mean, running_var) else {
+                        return Err(Error::bad_shape(op, "evaluation mode needs running_mean and running_var (or use training = true)"));
+                    };
+                    let rstd = rv.to_vec_f64()?.into_iter().map(|v| T::from_f64(1.0 / (v + eps).sqrt())).collect();
+                    (vec_of::<T>(rm)?, rstd)
+                };
+                let y = with_contiguous::<T, _>(self, |x| {
+                    with_opt::<T, _>(weight, |w| with_opt::<T, _>(bias, |b| cpu::norm::batch_norm_fwd(x, dims, &mean, &rstd, w, b)))
+                })???;
+                (Tensor::from_cpu_vec(y, self.shape()), Tensor::from_cpu_vec(mean, &[c]), Tensor::from_cpu_vec(rstd, &[c]))
+            }),
+            Device::Cuda(_) => return Err(unsupported(op, self)),
+        };
+        let inputs: Vec<&Tensor> = [Some(self), weight, bias].into_iter().flatten().collect();
+        Ok(out.recorded(&inputs, || {
+            Arc::new(BatchNormBackward { input: self.clone(), weight: weight.cloned(), bias: bias.cloned(), mean, rstd, training })
+        }))
+    }
+
+    /// Gradients of batch norm at this input from the output gradient and the
+    /// per-channel statistics the forward used (batch statistics when
+    /// `training`, through which the gradient then flows; running statistics,
+    /// constants, otherwise).
+    pub fn batch_norm_backward(
+        &self,
+        grad: &Tensor,
+        mean: &Tensor,
+        rstd: &Tensor,
+        weight: Option<&Tensor>,
+        training: bool,
+    ) -> Result<NormGradients> {
+        let op = "batch_norm_backward";
+        let dims = ncs_dims(op, self)?;
+        if grad.shape() != self.shape() {
+            return Err(Error::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: grad.shape().to_vec() });
+        }
+        if mean.numel() != dims.c || rstd.numel() != dims.c {
+            return Err(Error::bad_shape(op, format!("statistics {:?} do not match {} channels", mean.shape(), dims.c)));
+        }
+        match self.device() {
+            Device::Cpu => dispatch_float!(self.dtype(), op, |T| {
+                let (m, r) = (vec_of::<T>(mean)?, vec_of::<T>(rstd)?);
+                let g = with_contiguous::<T, _>(self, |x| {
+                    with_contiguous::<T, _>(grad, |gs| {
+                        with_opt::<T, _>(weight, |w| cpu::norm::batch_norm_bwd(x, gs, dims, &m, &r, w, training))
+                    })
+                })???;
+                Ok(grads_to_tensors(g, self.shape(), &[dims.c]))
+            }),
+            Device::Cuda(_) => Err(unsupported(op, self)),
+        }
+    }
+}
