@@ -13,6 +13,7 @@ pub mod backend;
 pub mod doctor;
 pub mod error;
 pub mod io;
+pub mod nn;
 pub mod rng;
 pub mod tensor;
 pub mod testing;
