@@ -74,10 +74,10 @@ impl BertModel {
                     key: Linear::new(&sa.pp("key"), d, d, true)?,
                     value: Linear::new(&sa.pp("value"), d, d, true)?,
                     attn_out: Linear::new(&ao.pp("dense"), d, d, true)?,
-                    attn_norm: LayerNorm::new(&ao.pp("LayerNorm"), d, eps)?,
+                    attn_norm: LayerNorm::new(&ao.pp("LayerNorm"), &[d], eps, true)?,
                     intermediate: Linear::new(&lv.pp("intermediate").pp("dense"), d, config.intermediate_size, true)?,
                     output: Linear::new(&lv.pp("output").pp("dense"), config.intermediate_size, d, true)?,
-                    output_norm: LayerNorm::new(&lv.pp("output").pp("LayerNorm"), d, eps)?,
+                    output_norm: LayerNorm::new(&lv.pp("output").pp("LayerNorm"), &[d], eps, true)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -86,7 +86,7 @@ impl BertModel {
             word_embeddings: Embedding::new(&emb.pp("word_embeddings"), config.vocab_size, d)?,
             position_embeddings: Embedding::new(&emb.pp("position_embeddings"), config.max_position_embeddings, d)?,
             token_type_embeddings: Embedding::new(&emb.pp("token_type_embeddings"), config.type_vocab_size, d)?,
-            embeddings_norm: LayerNorm::new(&emb.pp("LayerNorm"), d, eps)?,
+            embeddings_norm: LayerNorm::new(&emb.pp("LayerNorm"), &[d], eps, true)?,
             layers,
             pooler: Linear::new(&vs.pp("pooler").pp("dense"), d, d, true)?,
         })

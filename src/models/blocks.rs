@@ -21,12 +21,12 @@ pub struct ResnetBlock2D {
 
 impl ResnetBlock2D {
     pub fn new(vs: &ParamPath, in_ch: usize, out_ch: usize, temb: Option<usize>, groups: usize, eps: f64) -> Result<Self> {
-        let k3 = Conv2dParams::default().with_padding(1);
+        let k3 = Conv2dParams::new(1, 1);
         Ok(ResnetBlock2D {
-            norm1: GroupNorm::new(&vs.pp("norm1"), groups, in_ch, eps)?,
+            norm1: GroupNorm::new(&vs.pp("norm1"), groups, in_ch, eps, true)?,
             conv1: Conv2d::new(&vs.pp("conv1"), in_ch, out_ch, 3, k3, true)?,
             time_emb_proj: temb.map(|t| Linear::new(&vs.pp("time_emb_proj"), t, out_ch, true)).transpose()?,
-            norm2: GroupNorm::new(&vs.pp("norm2"), groups, out_ch, eps)?,
+            norm2: GroupNorm::new(&vs.pp("norm2"), groups, out_ch, eps, true)?,
             conv2: Conv2d::new(&vs.pp("conv2"), out_ch, out_ch, 3, k3, true)?,
             conv_shortcut: (in_ch != out_ch).then(|| Conv2d::new(&vs.pp("conv_shortcut"), in_ch, out_ch, 1, Conv2dParams::default(), true)).transpose()?,
         })
@@ -99,11 +99,11 @@ impl BasicTransformerBlock {
     pub fn new(vs: &ParamPath, dim: usize, heads: usize, dim_head: usize, cross_dim: usize, only_cross_attention: bool) -> Result<Self> {
         let inner_ff = 4 * dim;
         Ok(BasicTransformerBlock {
-            norm1: LayerNorm::new(&vs.pp("norm1"), dim, 1e-5)?,
+            norm1: LayerNorm::new(&vs.pp("norm1"), &[dim], 1e-5, true)?,
             attn1: Attention::new(&vs.pp("attn1"), dim, only_cross_attention.then_some(cross_dim), heads, dim_head, false)?,
-            norm2: LayerNorm::new(&vs.pp("norm2"), dim, 1e-5)?,
+            norm2: LayerNorm::new(&vs.pp("norm2"), &[dim], 1e-5, true)?,
             attn2: Attention::new(&vs.pp("attn2"), dim, Some(cross_dim), heads, dim_head, false)?,
-            norm3: LayerNorm::new(&vs.pp("norm3"), dim, 1e-5)?,
+            norm3: LayerNorm::new(&vs.pp("norm3"), &[dim], 1e-5, true)?,
             ff_proj: Linear::new(&vs.pp("ff").pp("net").pp(0).pp("proj"), dim, 2 * inner_ff, true)?,
             ff_out: Linear::new(&vs.pp("ff").pp("net").pp(2), inner_ff, dim, true)?,
             only_cross_attention,
@@ -164,7 +164,7 @@ impl Transformer2D {
             .map(|l| BasicTransformerBlock::new(&vs.pp("transformer_blocks").pp(l), inner, spec.heads, dim_head, spec.cross_dim, spec.only_cross_attention))
             .collect::<Result<Vec<_>>>()?;
         Ok(Transformer2D {
-            norm: GroupNorm::new(&vs.pp("norm"), spec.groups, channels, 1e-6)?,
+            norm: GroupNorm::new(&vs.pp("norm"), spec.groups, channels, 1e-6, true)?,
             proj_in: proj("proj_in", channels, inner)?,
             blocks,
             proj_out: proj("proj_out", inner, channels)?,
@@ -206,7 +206,7 @@ pub struct Downsample2D {
 
 impl Downsample2D {
     pub fn new(vs: &ParamPath, channels: usize, padding: usize) -> Result<Self> {
-        let params = Conv2dParams::stride(2).with_padding(padding);
+        let params = Conv2dParams::new(2, padding);
         Ok(Downsample2D { conv: Conv2d::new(&vs.pp("conv"), channels, channels, 3, params, true)?, pad_right_bottom: padding == 0 })
     }
 
@@ -230,7 +230,7 @@ pub struct Upsample2D {
 
 impl Upsample2D {
     pub fn new(vs: &ParamPath, channels: usize) -> Result<Self> {
-        Ok(Upsample2D { conv: Conv2d::new(&vs.pp("conv"), channels, channels, 3, Conv2dParams::default().with_padding(1), true)? })
+        Ok(Upsample2D { conv: Conv2d::new(&vs.pp("conv"), channels, channels, 3, Conv2dParams::new(1, 1), true)? })
     }
 
     pub fn forward(&self, x: &Tensor, size: Option<[usize; 2]>) -> Result<Tensor> {
@@ -247,7 +247,7 @@ pub struct SpatialSelfAttention {
 
 impl SpatialSelfAttention {
     pub fn new(vs: &ParamPath, channels: usize, groups: usize, eps: f64) -> Result<Self> {
-        Ok(SpatialSelfAttention { group_norm: GroupNorm::new(&vs.pp("group_norm"), groups, channels, eps)?, attn: Attention::new(vs, channels, None, 1, channels, true)? })
+        Ok(SpatialSelfAttention { group_norm: GroupNorm::new(&vs.pp("group_norm"), groups, channels, eps, true)?, attn: Attention::new(vs, channels, None, 1, channels, true)? })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

@@ -122,12 +122,12 @@ impl ClipTextModel {
                 let lv = tm.pp("encoder").pp("layers").pp(i);
                 let at = lv.pp("self_attn");
                 Ok(ClipLayer {
-                    layer_norm1: LayerNorm::new(&lv.pp("layer_norm1"), d, eps)?,
+                    layer_norm1: LayerNorm::new(&lv.pp("layer_norm1"), &[d], eps, true)?,
                     q_proj: Linear::new(&at.pp("q_proj"), d, d, true)?,
                     k_proj: Linear::new(&at.pp("k_proj"), d, d, true)?,
                     v_proj: Linear::new(&at.pp("v_proj"), d, d, true)?,
                     out_proj: Linear::new(&at.pp("out_proj"), d, d, true)?,
-                    layer_norm2: LayerNorm::new(&lv.pp("layer_norm2"), d, eps)?,
+                    layer_norm2: LayerNorm::new(&lv.pp("layer_norm2"), &[d], eps, true)?,
                     fc1: Linear::new(&lv.pp("mlp").pp("fc1"), d, config.intermediate_size, true)?,
                     fc2: Linear::new(&lv.pp("mlp").pp("fc2"), config.intermediate_size, d, true)?,
                 })
@@ -138,7 +138,7 @@ impl ClipTextModel {
             token_embedding: Embedding::new(&emb.pp("token_embedding"), config.vocab_size, d)?,
             position_embedding: Embedding::new(&emb.pp("position_embedding"), config.max_position_embeddings, d)?,
             layers,
-            final_layer_norm: LayerNorm::new(&tm.pp("final_layer_norm"), d, eps)?,
+            final_layer_norm: LayerNorm::new(&tm.pp("final_layer_norm"), &[d], eps, true)?,
         })
     }
 

@@ -77,8 +77,8 @@ impl DenseNet {
     /// Create the parameters under `vs` (names as torchvision's state_dict).
     pub fn new(vs: &ParamPath, config: &DenseNetConfig) -> Result<Self> {
         let f = vs.pp("features");
-        let conv0 = Conv2d::new(&f.pp("conv0"), config.in_channels, config.num_init_features, 7, Conv2dParams::stride(2).with_padding(3), false)?;
-        let norm0 = BatchNorm2d::new(&f.pp("norm0"), config.num_init_features)?;
+        let conv0 = Conv2d::new(&f.pp("conv0"), config.in_channels, config.num_init_features, 7, Conv2dParams::new(2, 3), false)?;
+        let norm0 = BatchNorm2d::new(&f.pp("norm0"), config.num_init_features, 1e-5, Some(0.1), true)?;
         let (g, inner) = (config.growth_rate, config.bn_size * config.growth_rate);
         let mut nf = config.num_init_features;
         let mut blocks = Vec::new();
@@ -89,17 +89,17 @@ impl DenseNet {
                 let lv = bv.pp(format!("denselayer{}", j + 1));
                 let nin = nf + j * g;
                 layers.push(DenseLayer {
-                    norm1: BatchNorm2d::new(&lv.pp("norm1"), nin)?,
+                    norm1: BatchNorm2d::new(&lv.pp("norm1"), nin, 1e-5, Some(0.1), true)?,
                     conv1: Conv2d::new(&lv.pp("conv1"), nin, inner, 1, Conv2dParams::default(), false)?,
-                    norm2: BatchNorm2d::new(&lv.pp("norm2"), inner)?,
-                    conv2: Conv2d::new(&lv.pp("conv2"), inner, g, 3, Conv2dParams::default().with_padding(1), false)?,
+                    norm2: BatchNorm2d::new(&lv.pp("norm2"), inner, 1e-5, Some(0.1), true)?,
+                    conv2: Conv2d::new(&lv.pp("conv2"), inner, g, 3, Conv2dParams::new(1, 1), false)?,
                 });
             }
             nf += n * g;
             let transition = if i + 1 != config.block_config.len() {
                 let tv = f.pp(format!("transition{}", i + 1));
                 let t = Transition {
-                    norm: BatchNorm2d::new(&tv.pp("norm"), nf)?,
+                    norm: BatchNorm2d::new(&tv.pp("norm"), nf, 1e-5, Some(0.1), true)?,
                     conv: Conv2d::new(&tv.pp("conv"), nf, nf / 2, 1, Conv2dParams::default(), false)?,
                 };
                 nf /= 2;
@@ -109,7 +109,7 @@ impl DenseNet {
             };
             blocks.push((layers, transition));
         }
-        let norm5 = BatchNorm2d::new(&f.pp("norm5"), nf)?;
+        let norm5 = BatchNorm2d::new(&f.pp("norm5"), nf, 1e-5, Some(0.1), true)?;
         let classifier = Linear::new(&vs.pp("classifier"), nf, config.num_classes, true)?;
         Ok(DenseNet { config: config.clone(), conv0, norm0, blocks, norm5, classifier })
     }

@@ -61,17 +61,17 @@ impl Bottleneck {
         let out = planes * Self::EXPANSION;
         let downsample = if stride != 1 || inplanes != out {
             let d = vs.pp("downsample");
-            Some((Conv2d::new(&d.pp(0), inplanes, out, 1, Conv2dParams::stride(stride), false)?, BatchNorm2d::new(&d.pp(1), out)?))
+            Some((Conv2d::new(&d.pp(0), inplanes, out, 1, Conv2dParams::new(stride, 0), false)?, BatchNorm2d::new(&d.pp(1), out, 1e-5, Some(0.1), true)?))
         } else {
             None
         };
         Ok(Bottleneck {
             conv1: Conv2d::new(&vs.pp("conv1"), inplanes, width, 1, Conv2dParams::default(), false)?,
-            bn1: BatchNorm2d::new(&vs.pp("bn1"), width)?,
-            conv2: Conv2d::new(&vs.pp("conv2"), width, width, 3, Conv2dParams::stride(stride).with_padding(1), false)?,
-            bn2: BatchNorm2d::new(&vs.pp("bn2"), width)?,
+            bn1: BatchNorm2d::new(&vs.pp("bn1"), width, 1e-5, Some(0.1), true)?,
+            conv2: Conv2d::new(&vs.pp("conv2"), width, width, 3, Conv2dParams::new(stride, 1), false)?,
+            bn2: BatchNorm2d::new(&vs.pp("bn2"), width, 1e-5, Some(0.1), true)?,
             conv3: Conv2d::new(&vs.pp("conv3"), width, out, 1, Conv2dParams::default(), false)?,
-            bn3: BatchNorm2d::new(&vs.pp("bn3"), out)?,
+            bn3: BatchNorm2d::new(&vs.pp("bn3"), out, 1e-5, Some(0.1), true)?,
             downsample,
         })
     }
@@ -109,8 +109,8 @@ impl ResNet {
     /// Create the parameters under `vs` (names as torchvision's state_dict).
     pub fn new(vs: &ParamPath, config: &ResNetConfig) -> Result<Self> {
         let p = config.base_planes;
-        let conv1 = Conv2d::new(&vs.pp("conv1"), config.in_channels, p, 7, Conv2dParams::stride(2).with_padding(3), false)?;
-        let bn1 = BatchNorm2d::new(&vs.pp("bn1"), p)?;
+        let conv1 = Conv2d::new(&vs.pp("conv1"), config.in_channels, p, 7, Conv2dParams::new(2, 3), false)?;
+        let bn1 = BatchNorm2d::new(&vs.pp("bn1"), p, 1e-5, Some(0.1), true)?;
         let mut inplanes = p;
         let mut stages = Vec::new();
         for (s, &blocks) in config.layers.iter().enumerate() {

@@ -55,12 +55,12 @@ impl SiameseReid {
 
     /// Logits from two embeddings, through the fused head op.
     pub fn head_logit(&self, ea: &Tensor, eb: &Tensor) -> Result<Tensor> {
-        Tensor::siamese_head(ea, eb, self.head.weight(), self.head.bias().expect("head has a bias"))
+        Tensor::siamese_head(ea, eb, &self.head.weight, self.head.bias.as_ref().expect("head has a bias"))
     }
 
     /// Mean BCE of the pair labels (1 = same patient), through the fused head+loss op.
     pub fn loss(&self, ea: &Tensor, eb: &Tensor, target: &Tensor) -> Result<Tensor> {
-        Tensor::siamese_head_bce(ea, eb, self.head.weight(), self.head.bias().expect("head has a bias"), target)
+        Tensor::siamese_head_bce(ea, eb, &self.head.weight, self.head.bias.as_ref().expect("head has a bias"), target)
     }
 
     pub fn forward(&self, a: &Tensor, b: &Tensor, train: bool) -> Result<SiameseOutput> {

@@ -284,7 +284,7 @@ impl UNet2DConditionModel {
             use_linear_projection: config.use_linear_projection,
             only_cross_attention: only_cross[i],
         };
-        let k3 = Conv2dParams::default().with_padding(1);
+        let k3 = Conv2dParams::new(1, 1);
         let tv = vs.pp("time_embedding");
         let time_linear_1 = Linear::new(&tv.pp("linear_1"), ch[0], temb, true)?;
         let time_linear_2 = Linear::new(&tv.pp("linear_2"), temb, temb, true)?;
@@ -350,7 +350,7 @@ impl UNet2DConditionModel {
             mid_resnets,
             mid_attentions,
             up_blocks,
-            conv_norm_out: GroupNorm::new(&vs.pp("conv_norm_out"), groups, ch[0], eps)?,
+            conv_norm_out: GroupNorm::new(&vs.pp("conv_norm_out"), groups, ch[0], eps, true)?,
             conv_out: Conv2d::new(&vs.pp("conv_out"), ch[0], config.out_channels, 3, k3, true)?,
         })
     }

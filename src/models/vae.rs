@@ -170,7 +170,7 @@ impl AutoencoderKL {
         let ch = &config.block_out_channels;
         let n = ch.len();
         let (g, lat) = (config.norm_num_groups, config.latent_channels);
-        let k3 = Conv2dParams::default().with_padding(1);
+        let k3 = Conv2dParams::new(1, 1);
         let e = vs.pp("encoder");
         let mut enc_blocks = Vec::new();
         let mut out_ch = ch[0];
@@ -204,14 +204,14 @@ impl AutoencoderKL {
             enc_conv_in: Conv2d::new(&e.pp("conv_in"), config.in_channels, ch[0], 3, k3, true)?,
             enc_blocks,
             enc_mid: MidBlock::new(&e.pp("mid_block"), ch[n - 1], g, config.mid_block_add_attention)?,
-            enc_norm_out: GroupNorm::new(&e.pp("conv_norm_out"), g, ch[n - 1], 1e-6)?,
+            enc_norm_out: GroupNorm::new(&e.pp("conv_norm_out"), g, ch[n - 1], 1e-6, true)?,
             enc_conv_out: Conv2d::new(&e.pp("conv_out"), ch[n - 1], 2 * lat, 3, k3, true)?,
             quant_conv: config.use_quant_conv.then(|| Conv2d::new(&vs.pp("quant_conv"), 2 * lat, 2 * lat, 1, one, true)).transpose()?,
             post_quant_conv: config.use_post_quant_conv.then(|| Conv2d::new(&vs.pp("post_quant_conv"), lat, lat, 1, one, true)).transpose()?,
             dec_conv_in: Conv2d::new(&d.pp("conv_in"), lat, ch[n - 1], 3, k3, true)?,
             dec_mid: MidBlock::new(&d.pp("mid_block"), ch[n - 1], g, config.mid_block_add_attention)?,
             dec_blocks,
-            dec_norm_out: GroupNorm::new(&d.pp("conv_norm_out"), g, ch[0], 1e-6)?,
+            dec_norm_out: GroupNorm::new(&d.pp("conv_norm_out"), g, ch[0], 1e-6, true)?,
             dec_conv_out: Conv2d::new(&d.pp("conv_out"), ch[0], config.out_channels, 3, k3, true)?,
         })
     }
