@@ -10,6 +10,7 @@ pub mod diffusion;
 pub mod models;
 pub mod pipeline;
 pub mod backend;
+pub mod data;
 pub mod doctor;
 pub mod error;
 pub mod io;

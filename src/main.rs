@@ -15,6 +15,8 @@ enum Command {
     Doctor,
     /// Run the whole pipeline on the shipped chest X-ray data.
     Demo,
+    /// Datasets: split by patient, import, generate phantoms, summarise.
+    Data(Box<privdistill::data::cli::DataArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -29,6 +31,7 @@ fn main() -> std::process::ExitCode {
              assets/cxr-real-a, sample 10 images per prompt, score them with a re-identification network, filter, train the \
              distilled model and write a report. Today only the tensor runtime exists (see `privdistill doctor`)."
         )),
+        Command::Data(args) => privdistill::data::cli::run(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -5,8 +5,8 @@
 
 use privdistill::io::{Checkpoint, CheckpointMeta};
 use privdistill::nn::{
-    clip_grad_norm, global_grad_norm, AdamW, AdamWConfig, BatchNorm2d, Dropout, Ema, EmaConfig, EmaWarmup, Embedding, EntryKind, GroupNorm,
-    Init, LayerNorm, Linear, LrSchedule, Optimizer, ParamStore, Sgd, SgdConfig,
+    clip_grad_norm, global_grad_norm, AdamW, AdamWConfig, BatchNorm2d, Conv2d, Conv2dParams, Dropout, Ema, EmaConfig, EmaWarmup, Embedding,
+    EntryKind, GroupNorm, Init, LayerNorm, Linear, LrSchedule, Optimizer, ParamStore, Sgd, SgdConfig,
 };
 use privdistill::testing::{assert_close, check_gradients, rand_f64};
 use privdistill::{DType, Device, Gradients, Result, Rng, Tensor};
@@ -114,6 +114,33 @@ fn loading_copies_in_place_and_names_what_does_not_fit() -> Result<()> {
         Ok(saved.get(name).cloned())
     })?;
     assert_eq!(missing, ["proj.bias"]);
+    Ok(())
+}
+
+#[test]
+fn a_state_dict_round_trips_through_safetensors_by_name() -> Result<()> {
+    let build = |seed| -> Result<(ParamStore, BatchNorm2d)> {
+        let vs = f32_store(seed);
+        Conv2d::new(&vs.pp("conv_in"), 1, 4, 3, Conv2dParams::new(1, 1), true)?;
+        GroupNorm::new(&vs.pp("norm"), 2, 4, 1e-6, true)?;
+        let bn = BatchNorm2d::new(&vs.pp("bn"), 4, 1e-5, Some(0.1), true)?;
+        Linear::new(&vs.pp("proj_out"), 4, 2, true)?;
+        Ok((vs, bn))
+    };
+    let (saved, bn) = build(1)?;
+    bn.forward(&privdistill::testing::rand_f32(&[2, 4, 3, 3], 2), true)?; // non-trivial buffers
+    let dir = tempfile::tempdir().map_err(|e| privdistill::Error::msg(e.to_string()))?;
+    let path = dir.path().join("model.safetensors");
+    privdistill::io::save_safetensors(&path, saved.state_dict(), None)?;
+
+    let (loaded, _) = build(2)?;
+    let file = privdistill::io::SafeTensorsFile::open(&path)?;
+    loaded.load_from(|name, _| file.get(name))?;
+    let bits = |vs: &ParamStore| -> Vec<(String, Vec<u8>)> {
+        vs.state_dict().into_iter().map(|(n, t)| (n, t.contiguous().unwrap().storage().cpu().unwrap().as_bytes().to_vec())).collect()
+    };
+    assert_eq!(bits(&loaded), bits(&saved));
+    assert_eq!(loaded.get_buffer("bn.num_batches_tracked").unwrap().to_vec::<i64>()?, [1]);
     Ok(())
 }
 
@@ -239,6 +266,42 @@ fn dropout_masks_in_training_and_is_the_identity_in_evaluation() -> Result<()> {
     let all = Dropout::new(1.0)?.forward(&x, true, &mut rng)?.to_vec::<f32>()?;
     assert!(all.iter().all(|&v| v == 0.0));
     assert!(Dropout::new(1.5).is_err());
+    Ok(())
+}
+
+#[test]
+fn conv2d_layer_names_inits_and_convolves() -> Result<()> {
+    let vs = ParamStore::new(DType::F64, Device::Cpu, 4);
+    let conv = Conv2d::new(&vs.pp("conv_in"), 2, 3, 3, Conv2dParams::new(1, 1), true)?;
+    let names: Vec<String> = vs.iter().map(|p| p.name).collect();
+    assert_eq!(names, ["conv_in.weight", "conv_in.bias"]);
+    assert_eq!(conv.weight.shape(), [3, 2, 3, 3]);
+    let bound = 1.0 / 18f64.sqrt();
+    assert!(conv.weight.to_vec_f64()?.iter().chain(&conv.bias.as_ref().unwrap().to_vec_f64()?).all(|x| x.abs() <= bound));
+
+    let x = rand_f64(&[1, 2, 4, 4], 8);
+    let y = conv.forward(&x)?;
+    assert_eq!(y.shape(), [1, 3, 4, 4]);
+    let (xv, wv, bv, yv) = (x.to_vec_f64()?, conv.weight.to_vec_f64()?, conv.bias.as_ref().unwrap().to_vec_f64()?, y.to_vec_f64()?);
+    for o in 0..3 {
+        for i in 0..4usize {
+            for j in 0..4usize {
+                let mut acc = bv[o];
+                for c in 0..2 {
+                    for (di, dj) in (0..3).flat_map(|a| (0..3).map(move |b| (a, b))) {
+                        let (si, sj) = ((i + di).wrapping_sub(1), (j + dj).wrapping_sub(1));
+                        if si < 4 && sj < 4 {
+                            acc += xv[c * 16 + si * 4 + sj] * wv[((o * 2 + c) * 3 + di) * 3 + dj];
+                        }
+                    }
+                }
+                assert!((yv[o * 16 + i * 4 + j] - acc).abs() < 1e-12);
+            }
+        }
+    }
+    let grouped = Conv2d::new(&vs.pp("dw"), 4, 4, 3, Conv2dParams::new(1, 1).with_groups(4), false)?;
+    assert_eq!((grouped.weight.shape(), grouped.in_channels()), (&[4, 1, 3, 3][..], 4));
+    assert!(Conv2d::new(&vs.pp("bad"), 3, 4, 3, Conv2dParams::new(1, 1).with_groups(2), false).is_err());
     Ok(())
 }
 

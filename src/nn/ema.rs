@@ -18,7 +18,12 @@ pub enum EmaWarmup {
     Ratio,
     /// `1 − (1 + t/inv_gamma)^−power`: diffusers' `use_ema_warmup=True`
     /// (power 2/3 suits long runs, 3/4 short ones).
-    Power { inv_gamma: f64, power: f64 },
+    Power {
+        /// Scale of the step count.
+        inv_gamma: f64,
+        /// Exponent of the warm-up.
+        power: f64,
+    },
 }
 
 /// Settings of an [`Ema`], named as diffusers' `EMAModel` arguments.
@@ -31,6 +36,7 @@ pub struct EmaConfig {
     pub min_decay: f64,
     /// Optimizer steps before the average starts following (it copies until then).
     pub update_after_step: u64,
+    /// How the decay grows over the first updates.
     pub warmup: EmaWarmup,
 }
 
@@ -118,6 +124,7 @@ impl Ema {
         Ok(Ema { config, optimization_step: 0, shadows })
     }
 
+    /// The settings.
     pub fn config(&self) -> &EmaConfig {
         &self.config
     }

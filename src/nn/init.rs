@@ -9,14 +9,30 @@ pub enum Init {
     /// Every element `value`.
     Const(f64),
     /// Uniform in `[lo, hi)`.
-    Uniform { lo: f64, hi: f64 },
+    Uniform {
+        /// Lower bound (inclusive).
+        lo: f64,
+        /// Upper bound (exclusive).
+        hi: f64,
+    },
     /// Normal with mean and standard deviation.
-    Normal { mean: f64, std: f64 },
+    Normal {
+        /// Mean.
+        mean: f64,
+        /// Standard deviation.
+        std: f64,
+    },
     /// `torch.nn.init.kaiming_uniform_(w, a, mode="fan_in", nonlinearity="leaky_relu")`:
     /// uniform in ±√3 · gain / √fan_in with gain = √(2 / (1 + a²)).
-    KaimingUniform { a: f64 },
+    KaimingUniform {
+        /// Negative slope of the leaky ReLU that follows (√5 for torch's Linear/Conv default).
+        a: f64,
+    },
     /// `torch.nn.init.xavier_uniform_(w, gain)`: uniform in ±gain · √(6 / (fan_in + fan_out)).
-    XavierUniform { gain: f64 },
+    XavierUniform {
+        /// Scale of the bound.
+        gain: f64,
+    },
 }
 
 impl Init {

@@ -34,10 +34,12 @@ impl Linear {
         Ok(Linear { weight, bias })
     }
 
+    /// Size of the input's last dimension.
     pub fn in_features(&self) -> usize {
         self.weight.shape()[1]
     }
 
+    /// Size of the output's last dimension.
     pub fn out_features(&self) -> usize {
         self.weight.shape()[0]
     }

@@ -8,7 +8,9 @@ use crate::{DType, Device, Error, Result, Tensor};
 /// `nn.GroupNorm(num_groups, num_channels, eps, affine)`.
 #[derive(Clone, Debug)]
 pub struct GroupNorm {
+    /// Groups the channels are split into.
     pub num_groups: usize,
+    /// Added to the variance.
     pub eps: f64,
     /// `[C]`, ones at creation (when affine).
     pub weight: Option<Tensor>,
@@ -17,6 +19,7 @@ pub struct GroupNorm {
 }
 
 impl GroupNorm {
+    /// Create `weight` (ones) and `bias` (zeros) under `vs` when `affine`.
     pub fn new(vs: &ParamPath, num_groups: usize, num_channels: usize, eps: f64, affine: bool) -> Result<GroupNorm> {
         if num_groups == 0 || num_channels % num_groups != 0 {
             return Err(Error::msg(format!("group norm `{}`: {num_channels} channels do not split into {num_groups} groups", vs.prefix())));
@@ -39,7 +42,9 @@ impl GroupNorm {
 /// `nn.LayerNorm(normalized_shape, eps, elementwise_affine)`.
 #[derive(Clone, Debug)]
 pub struct LayerNorm {
+    /// The trailing dims normalised together.
     pub normalized_shape: Vec<usize>,
+    /// Added to the variance.
     pub eps: f64,
     /// Shaped `normalized_shape`, ones at creation (when affine).
     pub weight: Option<Tensor>,
@@ -48,6 +53,7 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
+    /// Create `weight` (ones) and `bias` (zeros) shaped `normalized_shape` under `vs` when `affine`.
     pub fn new(vs: &ParamPath, normalized_shape: &[usize], eps: f64, affine: bool) -> Result<LayerNorm> {
         let (weight, bias) = affine_params(vs, normalized_shape, affine)?;
         Ok(LayerNorm { normalized_shape: normalized_shape.to_vec(), eps, weight, bias })
@@ -73,11 +79,14 @@ fn affine_params(vs: &ParamPath, shape: &[usize], affine: bool) -> Result<(Optio
 /// counter are buffers, saved under torch's names.
 #[derive(Clone, Debug)]
 pub struct BatchNorm2d {
+    /// Added to the variance.
     pub eps: f64,
     /// Weight of the new batch in the running statistics; `None` is torch's
     /// `momentum=None`, a cumulative average (1 / batches seen).
     pub momentum: Option<f64>,
+    /// `[C]`, ones at creation (when affine).
     pub weight: Option<Tensor>,
+    /// `[C]`, zeros at creation (when affine).
     pub bias: Option<Tensor>,
     /// `[C]`, zeros at creation.
     pub running_mean: Tensor,

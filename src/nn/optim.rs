@@ -110,10 +110,15 @@ fn zeros_like(p: &Tensor) -> Result<Tensor> {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AdamWConfig {
+    /// Learning rate.
     pub lr: f64,
+    /// Decay of the first moment (torch's `betas[0]`).
     pub beta1: f64,
+    /// Decay of the second moment (torch's `betas[1]`).
     pub beta2: f64,
+    /// Added to the denominator for stability.
     pub eps: f64,
+    /// Decoupled weight decay: parameters are multiplied by `1 − lr·weight_decay` each step.
     pub weight_decay: f64,
 }
 
@@ -354,10 +359,15 @@ impl Optimizer for AdamW {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SgdConfig {
+    /// Learning rate.
     pub lr: f64,
+    /// Momentum factor (0 = plain SGD).
     pub momentum: f64,
+    /// Dampening of the gradient's share of the momentum.
     pub dampening: f64,
+    /// L2 penalty added to the gradient (`g + weight_decay · p`).
     pub weight_decay: f64,
+    /// Nesterov momentum (needs momentum > 0 and no dampening).
     pub nesterov: bool,
 }
 

@@ -15,13 +15,28 @@ pub enum LrSchedule {
     Constant,
     /// Linear warm-up from 0 over `warmup_steps`, then constant
     /// (`get_constant_schedule_with_warmup`).
-    ConstantWithWarmup { warmup_steps: u64 },
+    ConstantWithWarmup {
+        /// Steps of linear warm-up.
+        warmup_steps: u64,
+    },
     /// Linear warm-up, then linear decay to 0 at `total_steps`
     /// (`get_linear_schedule_with_warmup`).
-    Linear { warmup_steps: u64, total_steps: u64 },
+    Linear {
+        /// Steps of linear warm-up.
+        warmup_steps: u64,
+        /// The step at which the rate reaches 0.
+        total_steps: u64,
+    },
     /// Linear warm-up, then a cosine from 1 down over `total_steps`
     /// (`get_cosine_schedule_with_warmup`; `num_cycles` 0.5 is a half cosine down to 0).
-    Cosine { warmup_steps: u64, total_steps: u64, num_cycles: f64 },
+    Cosine {
+        /// Steps of linear warm-up.
+        warmup_steps: u64,
+        /// Length of the whole schedule.
+        total_steps: u64,
+        /// Cosine periods over the decay (0.5: one half-wave down to 0).
+        num_cycles: f64,
+    },
 }
 
 /// `step / max(1, warmup)` during warm-up.

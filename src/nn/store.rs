@@ -16,7 +16,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryKind {
     /// A learnable parameter. `trainable` selects it for the optimizer.
-    Param { trainable: bool },
+    Param {
+        /// Whether the optimizer updates it.
+        trainable: bool,
+    },
     /// State saved with the model but not learned by gradient descent
     /// (BatchNorm's running statistics and batch counter).
     Buffer,
