@@ -6,15 +6,15 @@
 //! with `io` for safetensors and checkpoints. Arrows point down only.
 
 pub mod autograd;
-pub mod diffusion;
-pub mod models;
-pub mod pipeline;
 pub mod backend;
 pub mod data;
+pub mod diffusion;
 pub mod doctor;
 pub mod error;
 pub mod io;
+pub mod models;
 pub mod nn;
+pub mod pipeline;
 pub mod rng;
 pub mod tensor;
 pub mod testing;

@@ -16,7 +16,8 @@ fn stand_in_model(x: &Tensor, t: i64) -> Result<Tensor> {
 #[test]
 fn samplers_match_diffusers_step_for_step() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let cases: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(dir.join("schedulers.json")).unwrap()).unwrap();
+    let cases: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("schedulers.json")).unwrap()).unwrap();
     let data = SafeTensorsFile::open(dir.join("schedulers.safetensors")).unwrap();
     let initial = data.get("initial").unwrap();
     assert!(cases.len() >= 10);

@@ -3,6 +3,15 @@
 //! tests/fixtures/make_fixtures.py: outputs to 1e-4 of the output's largest
 //! magnitude, gradients (of L = sum(first output · R)) to 1e-3 of the
 //! gradient's largest magnitude.
+//!
+//! Some gradients are zero in exact arithmetic (the key-projection biases of
+//! softmax attention: adding a constant to every score of a row changes
+//! nothing) and hold only float32 rounding noise in both implementations;
+//! others are sums of thousands of terms that nearly cancel (DenseNet's
+//! `features.norm0.weight`: PyTorch's own float32 result differs from its
+//! float64 result by 1.02e-3 of the tensor's magnitude). A tensor is
+//! therefore measured against the larger of its own largest magnitude and
+//! 1e-3 of the largest gradient in the case.
 
 use privdistill::io::safetensors::SafeTensorsFile;
 use privdistill::models::zoo::{Model, ModelKind};
@@ -14,12 +23,20 @@ fn case_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name)
 }
 
-/// Largest |a − b| relative to the largest |b|.
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+fn max_abs(t: &Tensor) -> f64 {
+    t.to_vec_f64().unwrap().iter().fold(0f64, |m, v| m.max(v.abs()))
+}
+
+/// Largest |a − b| relative to the largest |b| (or to `floor`, if larger).
+fn rel_err_floor(a: &Tensor, b: &Tensor, floor: f64) -> f64 {
     assert_eq!(a.shape(), b.shape(), "shape");
-    let (a, b) = (a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
-    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-12);
-    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max) / scale
+    let (av, bv) = (a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
+    let scale = max_abs(b).max(floor).max(1e-30);
+    av.iter().zip(&bv).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max) / scale
+}
+
+fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    rel_err_floor(a, b, 0.0)
 }
 
 fn check(kind: ModelKind, name: &str, train: bool) {
@@ -42,6 +59,8 @@ fn check(kind: ModelKind, name: &str, train: bool) {
     let want = SafeTensorsFile::open(dir.join("grads.safetensors")).unwrap();
     let params: HashMap<String, Tensor> = model.store().named_parameters().into_iter().collect();
     let mut checked = 0;
+    let mut failures = Vec::new();
+    let case_max = want.names().iter().map(|k| max_abs(&want.get(k).unwrap())).fold(0f64, f64::max);
     for key in want.names() {
         let reference = want.get(key).unwrap();
         let ours = if let Some(input) = key.strip_prefix("input:") {
@@ -52,10 +71,14 @@ fn check(kind: ModelKind, name: &str, train: bool) {
             grads.get(p).cloned()
         };
         let ours = ours.unwrap_or_else(|| reference.zeros_like().unwrap());
-        let e = rel_err(&ours, &reference);
-        assert!(e <= 1e-3, "{name}: gradient {key} differs by {e:.3e} of its max magnitude");
+        let e = rel_err_floor(&ours, &reference, 1e-3 * case_max);
+        if e > 1e-3 {
+            let max = reference.to_vec_f64().unwrap().iter().fold(0f64, |m, v| m.max(v.abs()));
+            failures.push(format!("{key}: rel err {e:.3e} (reference max |g| {max:.3e})"));
+        }
         checked += 1;
     }
+    assert!(failures.is_empty(), "{name}: gradients differ:\n{}", failures.join("\n"));
     println!("{name}: {checked} gradients match");
     if train {
         let buffers = SafeTensorsFile::open(dir.join("buffers_after.safetensors")).unwrap();
@@ -120,8 +143,10 @@ fn tokenizers_match_transformers_on_real_reports() {
     use privdistill::models::tokenizer::{BertTokenizer, ClipTokenizer};
     let clip = ClipTokenizer::shipped().unwrap();
     let bert = BertTokenizer::shipped().unwrap();
-    let cases: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizers.json")).unwrap()).unwrap();
+    let cases: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizers.json")).unwrap(),
+    )
+    .unwrap();
     let mut long = 0;
     for c in &cases {
         let text = c["text"].as_str().unwrap();

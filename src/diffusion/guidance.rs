@@ -38,14 +38,18 @@ pub fn sample_latents(
 ) -> Result<Tensor> {
     let b = cond.shape()[0];
     if uncond.rank() != 3 || uncond.shape()[1..] != cond.shape()[1..] {
-        return Err(Error::bad_shape("sample", format!("unconditional states {:?} do not match conditional {:?}", uncond.shape(), cond.shape())));
+        return Err(Error::bad_shape(
+            "sample",
+            format!("unconditional states {:?} do not match conditional {:?}", uncond.shape(), cond.shape()),
+        ));
     }
     no_grad(|| {
         let mut sampler = Sampler::new(config.sampler, schedule, config.steps, config.eta)?;
         let shape = [b, latent_shape[0], latent_shape[1], latent_shape[2]];
         let mut x = Tensor::randn(&shape, 0.0, 1.0, cond.dtype(), cond.device(), rng)?.mul_scalar(sampler.init_noise_sigma())?;
         let guided = config.guidance_scale != 1.0;
-        let context = if guided { Tensor::cat(&[uncond.broadcast_to(cond.shape())?.contiguous()?, cond.clone()], 0)? } else { cond.clone() };
+        let context =
+            if guided { Tensor::cat(&[uncond.broadcast_to(cond.shape())?.contiguous()?, cond.clone()], 0)? } else { cond.clone() };
         let timesteps = sampler.timesteps().to_vec();
         let total = timesteps.len();
         for (i, &t) in timesteps.iter().enumerate() {

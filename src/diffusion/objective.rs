@@ -15,7 +15,14 @@ pub struct ObjectiveConfig {
 
 /// The denoising loss of `unet` on clean latents [B, C, h, w] with text
 /// states `context` [B, L, D]; draws t and ε from `rng`.
-pub fn diffusion_loss(unet: &UNet2DConditionModel, schedule: &NoiseSchedule, latents: &Tensor, context: &Tensor, rng: &mut Rng, config: ObjectiveConfig) -> Result<Tensor> {
+pub fn diffusion_loss(
+    unet: &UNet2DConditionModel,
+    schedule: &NoiseSchedule,
+    latents: &Tensor,
+    context: &Tensor,
+    rng: &mut Rng,
+    config: ObjectiveConfig,
+) -> Result<Tensor> {
     let b = latents.shape()[0];
     let n = schedule.num_train_timesteps();
     let timesteps: Vec<usize> = (0..b).map(|_| rng.below(n)).collect();

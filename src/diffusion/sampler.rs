@@ -43,7 +43,18 @@ impl Sampler {
             SamplerKind::Pndm => pndm_timesteps(schedule, num_steps)?,
             _ => (schedule.timesteps(num_steps)?, 0),
         };
-        Ok(Sampler { kind, schedule: schedule.clone(), num_steps, timesteps, eta, prk_len, counter: 0, ets: Vec::new(), cur_sample: None, cur_model_output: None })
+        Ok(Sampler {
+            kind,
+            schedule: schedule.clone(),
+            num_steps,
+            timesteps,
+            eta,
+            prk_len,
+            counter: 0,
+            ets: Vec::new(),
+            cur_sample: None,
+            cur_model_output: None,
+        })
     }
 
     /// The timesteps at which the model is called, in order.
@@ -75,15 +86,15 @@ impl Sampler {
         }
     }
 
-    /// (x̂_0, ε̂) from the model output at ᾱ_t.
-    fn predict(&self, model_output: &Tensor, sample: &Tensor, alpha_prod_t: f64) -> Result<(Tensor, Tensor)> {
+    /// (x̂_0, ε̂) from the model output at ᾱ_t (scalars in f32, as diffusers computes them).
+    fn predict(&self, model_output: &Tensor, sample: &Tensor, alpha_prod_t: f32) -> Result<(Tensor, Tensor)> {
         let beta_prod_t = 1.0 - alpha_prod_t;
         let (sa, sb) = (alpha_prod_t.sqrt(), beta_prod_t.sqrt());
         let (x0, eps) = match self.schedule.config.prediction_type {
-            PredictionType::Epsilon => (sample.sub(&model_output.mul_scalar(sb)?)?.mul_scalar(1.0 / sa)?, model_output.clone()),
-            PredictionType::Sample => (model_output.clone(), sample.sub(&model_output.mul_scalar(sa)?)?.mul_scalar(1.0 / sb)?),
+            PredictionType::Epsilon => (div_scalar(&sample.sub(&scale(model_output, sb)?)?, sa)?, model_output.clone()),
+            PredictionType::Sample => (model_output.clone(), div_scalar(&sample.sub(&scale(model_output, sa)?)?, sb)?),
             PredictionType::VPrediction => {
-                (sample.mul_scalar(sa)?.sub(&model_output.mul_scalar(sb)?)?, model_output.mul_scalar(sa)?.add(&sample.mul_scalar(sb)?)?)
+                (scale(sample, sa)?.sub(&scale(model_output, sb)?)?, scale(model_output, sa)?.add(&scale(sample, sb)?)?)
             }
         };
         let x0 = if self.schedule.config.clip_sample {
@@ -97,56 +108,57 @@ impl Sampler {
 
     fn step_ddim(&mut self, model_output: &Tensor, t: i64, sample: &Tensor, noise: &mut NoiseSource) -> Result<Tensor> {
         let prev_t = t - self.step_ratio();
-        let alpha_prod_t = self.schedule.alpha_cumprod_at(t);
-        let alpha_prod_prev = self.schedule.alpha_cumprod_at(prev_t);
+        let alpha_prod_t = self.schedule.alpha_cumprod_at(t) as f32;
+        let alpha_prod_prev = self.schedule.alpha_cumprod_at(prev_t) as f32;
         let (beta_prod_t, beta_prod_prev) = (1.0 - alpha_prod_t, 1.0 - alpha_prod_prev);
         let (x0, eps) = self.predict(model_output, sample, alpha_prod_t)?;
         let variance = (beta_prod_prev / beta_prod_t) * (1.0 - alpha_prod_t / alpha_prod_prev);
-        let std_dev = self.eta * variance.sqrt();
-        let direction = eps.mul_scalar((1.0 - alpha_prod_prev - std_dev * std_dev).max(0.0).sqrt())?;
-        let prev = x0.mul_scalar(alpha_prod_prev.sqrt())?.add(&direction)?;
+        let std_dev = self.eta as f32 * variance.sqrt();
+        let direction = scale(&eps, (1.0 - alpha_prod_prev - std_dev * std_dev).max(0.0).sqrt())?;
+        let prev = scale(&x0, alpha_prod_prev.sqrt())?.add(&direction)?;
         if self.eta > 0.0 {
-            return prev.add(&noise(sample)?.mul_scalar(std_dev)?);
+            return prev.add(&scale(&noise(sample)?, std_dev)?);
         }
         Ok(prev)
     }
 
     fn step_ddpm(&mut self, model_output: &Tensor, t: i64, sample: &Tensor, noise: &mut NoiseSource) -> Result<Tensor> {
-        let index = self.timesteps.iter().position(|&x| x == t).ok_or_else(|| Error::msg(format!("DDPM: timestep {t} is not in the schedule")))?;
+        let index =
+            self.timesteps.iter().position(|&x| x == t).ok_or_else(|| Error::msg(format!("DDPM: timestep {t} is not in the schedule")))?;
         let prev_t = self.timesteps.get(index + 1).copied().unwrap_or(-1);
-        let alpha_prod_t = self.schedule.alphas_cumprod[t as usize];
-        let alpha_prod_prev = if prev_t >= 0 { self.schedule.alphas_cumprod[prev_t as usize] } else { 1.0 };
+        let alpha_prod_t = self.schedule.alphas_cumprod[t as usize] as f32;
+        let alpha_prod_prev = if prev_t >= 0 { self.schedule.alphas_cumprod[prev_t as usize] as f32 } else { 1.0 };
         let (beta_prod_t, beta_prod_prev) = (1.0 - alpha_prod_t, 1.0 - alpha_prod_prev);
         let current_alpha = alpha_prod_t / alpha_prod_prev;
         let current_beta = 1.0 - current_alpha;
         let (x0, _) = self.predict(model_output, sample, alpha_prod_t)?;
-        let c0 = alpha_prod_prev.sqrt() * current_beta / beta_prod_t;
+        let c0 = (alpha_prod_prev.sqrt() * current_beta) / beta_prod_t;
         let ct = current_alpha.sqrt() * beta_prod_prev / beta_prod_t;
-        let prev = x0.mul_scalar(c0)?.add(&sample.mul_scalar(ct)?)?;
+        let prev = scale(&x0, c0)?.add(&scale(sample, ct)?)?;
         if t > 0 {
             let variance = match self.schedule.config.variance_type.as_str() {
-                "fixed_small" => (beta_prod_prev / beta_prod_t * current_beta).max(1e-20),
+                "fixed_small" => ((1.0 - alpha_prod_prev) / (1.0 - alpha_prod_t) * current_beta).max(1e-20),
                 "fixed_large" => current_beta,
                 other => return Err(Error::msg(format!("DDPM variance_type `{other}` is not supported (fixed_small, fixed_large)"))),
             };
-            return prev.add(&noise(sample)?.mul_scalar(variance.sqrt())?);
+            return prev.add(&scale(&noise(sample)?, variance.sqrt())?);
         }
         Ok(prev)
     }
 
     /// PNDM's transfer: x_{t−δ} from x_t and an ε estimate.
     fn prev_sample(&self, sample: &Tensor, t: i64, prev_t: i64, model_output: &Tensor) -> Result<Tensor> {
-        let alpha_prod_t = self.schedule.alpha_cumprod_at(t);
-        let alpha_prod_prev = self.schedule.alpha_cumprod_at(prev_t);
+        let alpha_prod_t = self.schedule.alpha_cumprod_at(t) as f32;
+        let alpha_prod_prev = self.schedule.alpha_cumprod_at(prev_t) as f32;
         let (beta_prod_t, beta_prod_prev) = (1.0 - alpha_prod_t, 1.0 - alpha_prod_prev);
         let eps = match self.schedule.config.prediction_type {
             PredictionType::Epsilon => model_output.clone(),
-            PredictionType::VPrediction => model_output.mul_scalar(alpha_prod_t.sqrt())?.add(&sample.mul_scalar(beta_prod_t.sqrt())?)?,
+            PredictionType::VPrediction => scale(model_output, alpha_prod_t.sqrt())?.add(&scale(sample, beta_prod_t.sqrt())?)?,
             PredictionType::Sample => return Err(Error::msg("PNDM does not support prediction_type `sample`")),
         };
         let sample_coeff = (alpha_prod_prev / alpha_prod_t).sqrt();
         let denom = alpha_prod_t * beta_prod_prev.sqrt() + (alpha_prod_t * beta_prod_t * alpha_prod_prev).sqrt();
-        sample.mul_scalar(sample_coeff)?.sub(&eps.mul_scalar((alpha_prod_prev - alpha_prod_t) / denom)?)
+        scale(sample, sample_coeff)?.sub(&div_scalar(&scale(&eps, alpha_prod_prev - alpha_prod_t)?, denom)?)
     }
 
     fn step_prk(&mut self, model_output: &Tensor, t: i64, sample: &Tensor) -> Result<Tensor> {
@@ -154,8 +166,8 @@ impl Sampler {
         let diff_to_prev = if self.counter % 2 == 1 { 0 } else { half };
         let prev_t = t - diff_to_prev;
         let t = self.timesteps[self.counter / 4 * 4];
-        let accumulate = |acc: &Option<Tensor>, w: f64| -> Result<Tensor> {
-            let term = model_output.mul_scalar(w)?;
+        let accumulate = |acc: &Option<Tensor>, w: f32| -> Result<Tensor> {
+            let term = scale(model_output, w)?;
             match acc {
                 Some(a) => a.add(&term),
                 None => Ok(term),
@@ -202,19 +214,30 @@ impl Sampler {
             model_output.clone()
         } else if e.len() == 1 && self.counter == 1 {
             sample = self.cur_sample.take().ok_or_else(|| Error::msg("PNDM: second step without a first"))?;
-            model_output.add(&e[0])?.mul_scalar(0.5)?
+            div_scalar(&model_output.add(&e[0])?, 2.0)?
         } else if e.len() == 2 {
-            e[1].mul_scalar(1.5)?.sub(&e[0].mul_scalar(0.5)?)?
+            div_scalar(&scale(&e[1], 3.0)?.sub(&e[0])?, 2.0)?
         } else if e.len() == 3 {
-            e[2].mul_scalar(23.0 / 12.0)?.sub(&e[1].mul_scalar(16.0 / 12.0)?)?.add(&e[0].mul_scalar(5.0 / 12.0)?)?
+            div_scalar(&scale(&e[2], 23.0)?.sub(&scale(&e[1], 16.0)?)?.add(&scale(&e[0], 5.0)?)?, 12.0)?
         } else {
             let n = e.len();
-            e[n - 1].mul_scalar(55.0 / 24.0)?.sub(&e[n - 2].mul_scalar(59.0 / 24.0)?)?.add(&e[n - 3].mul_scalar(37.0 / 24.0)?)?.sub(&e[n - 4].mul_scalar(9.0 / 24.0)?)?
+            let sum = scale(&e[n - 1], 55.0)?.sub(&scale(&e[n - 2], 59.0)?)?.add(&scale(&e[n - 3], 37.0)?)?.sub(&scale(&e[n - 4], 9.0)?)?;
+            scale(&sum, 1.0 / 24.0)?
         };
         let prev = self.prev_sample(&sample, t, prev_t, &eps)?;
         self.counter += 1;
         Ok(prev)
     }
+}
+
+/// `t · s` with the scalar rounded to f32 first, as a torch f32 scalar tensor is.
+fn scale(t: &Tensor, s: f32) -> Result<Tensor> {
+    t.mul_scalar(s as f64)
+}
+
+/// `t / s` as a true division (not a multiplication by 1/s), as torch divides.
+fn div_scalar(t: &Tensor, s: f32) -> Result<Tensor> {
+    t.div(&Tensor::full(s as f64, &[], t.dtype(), t.device())?)
 }
 
 /// PNDM's `set_timesteps`: the Runge–Kutta warm-up timesteps (unless skipped)
@@ -230,7 +253,8 @@ fn pndm_timesteps(schedule: &NoiseSchedule, num_steps: usize) -> Result<(Vec<i64
         TimestepSpacing::Leading => (0..num_steps).map(|i| (i * (n / num_steps) + cfg.steps_offset) as i64).collect(),
         TimestepSpacing::Trailing => {
             let ratio = n as f64 / num_steps as f64;
-            let mut t: Vec<i64> = (0..).map(|i| n as f64 - i as f64 * ratio).take_while(|&v| v > 0.0).map(|v| round_half_even(v) - 1).collect();
+            let mut t: Vec<i64> =
+                (0..).map(|i| n as f64 - i as f64 * ratio).take_while(|&v| v > 0.0).map(|v| round_half_even(v) - 1).collect();
             t.reverse();
             t
         }

@@ -116,12 +116,20 @@ impl NoiseSchedule {
         } else {
             match config.beta_schedule.as_str() {
                 "linear" => linspace_f32(config.beta_start as f32, config.beta_end as f32, n),
-                "scaled_linear" => linspace_f32((config.beta_start as f32).sqrt(), (config.beta_end as f32).sqrt(), n).into_iter().map(|b| b * b).collect(),
+                "scaled_linear" => {
+                    linspace_f32((config.beta_start as f32).sqrt(), (config.beta_end as f32).sqrt(), n).into_iter().map(|b| b * b).collect()
+                }
                 "squaredcos_cap_v2" => {
                     let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
-                    (0..n).map(|i| (1.0 - alpha_bar((i + 1) as f64 / n as f64) / alpha_bar(i as f64 / n as f64)).min(0.999) as f32).collect()
+                    (0..n)
+                        .map(|i| (1.0 - alpha_bar((i + 1) as f64 / n as f64) / alpha_bar(i as f64 / n as f64)).min(0.999) as f32)
+                        .collect()
                 }
-                other => return Err(Error::msg(format!("scheduler config: beta_schedule `{other}` is not supported (linear, scaled_linear, squaredcos_cap_v2)"))),
+                other => {
+                    return Err(Error::msg(format!(
+                        "scheduler config: beta_schedule `{other}` is not supported (linear, scaled_linear, squaredcos_cap_v2)"
+                    )))
+                }
             }
         };
         let mut acc = 1f32;
@@ -165,7 +173,8 @@ impl NoiseSchedule {
         }
         Ok(match self.config.timestep_spacing {
             TimestepSpacing::Linspace => {
-                let mut t: Vec<i64> = (0..num_steps).map(|i| round_half_even(i as f64 * (n - 1) as f64 / (num_steps - 1).max(1) as f64)).collect();
+                let mut t: Vec<i64> =
+                    (0..num_steps).map(|i| round_half_even(i as f64 * (n - 1) as f64 / (num_steps - 1).max(1) as f64)).collect();
                 t.reverse();
                 t
             }

@@ -83,7 +83,8 @@ impl BertModel {
             .collect::<Result<Vec<_>>>()?;
         Ok(BertModel {
             config: config.clone(),
-            word_embeddings: Embedding::new(&emb.pp("word_embeddings"), config.vocab_size, d)?,
+            word_embeddings: Embedding::new(&emb.pp("word_embeddings"), config.vocab_size, d)?
+                .with_padding_idx(config.pad_token_id as usize),
             position_embeddings: Embedding::new(&emb.pp("position_embeddings"), config.max_position_embeddings, d)?,
             token_type_embeddings: Embedding::new(&emb.pp("token_type_embeddings"), config.type_vocab_size, d)?,
             embeddings_norm: LayerNorm::new(&emb.pp("LayerNorm"), &[d], eps, true)?,
@@ -99,11 +100,17 @@ impl BertModel {
     /// Encode token ids [B, L] (i64) with a 0/1 attention mask [B, L] (1 = real token).
     pub fn forward(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<TextEncoderOutput> {
         if input_ids.rank() != 2 || input_ids.dtype() != DType::I64 {
-            return Err(Error::bad_shape("bert", format!("input_ids must be i64 [B, L], got {:?} {:?}", input_ids.dtype(), input_ids.shape())));
+            return Err(Error::bad_shape(
+                "bert",
+                format!("input_ids must be i64 [B, L], got {:?} {:?}", input_ids.dtype(), input_ids.shape()),
+            ));
         }
         let (b, l) = (input_ids.shape()[0], input_ids.shape()[1]);
         if l > self.config.max_position_embeddings {
-            return Err(Error::bad_shape("bert", format!("{l} tokens exceed max_position_embeddings {}", self.config.max_position_embeddings)));
+            return Err(Error::bad_shape(
+                "bert",
+                format!("{l} tokens exceed max_position_embeddings {}", self.config.max_position_embeddings),
+            ));
         }
         let dev = input_ids.device();
         let positions = Tensor::arange(l, DType::I64, dev)?;

@@ -28,7 +28,9 @@ impl ResnetBlock2D {
             time_emb_proj: temb.map(|t| Linear::new(&vs.pp("time_emb_proj"), t, out_ch, true)).transpose()?,
             norm2: GroupNorm::new(&vs.pp("norm2"), groups, out_ch, eps, true)?,
             conv2: Conv2d::new(&vs.pp("conv2"), out_ch, out_ch, 3, k3, true)?,
-            conv_shortcut: (in_ch != out_ch).then(|| Conv2d::new(&vs.pp("conv_shortcut"), in_ch, out_ch, 1, Conv2dParams::default(), true)).transpose()?,
+            conv_shortcut: (in_ch != out_ch)
+                .then(|| Conv2d::new(&vs.pp("conv_shortcut"), in_ch, out_ch, 1, Conv2dParams::default(), true))
+                .transpose()?,
         })
     }
 
@@ -59,7 +61,14 @@ pub struct Attention {
 }
 
 impl Attention {
-    pub fn new(vs: &ParamPath, query_dim: usize, context_dim: Option<usize>, heads: usize, dim_head: usize, qkv_bias: bool) -> Result<Self> {
+    pub fn new(
+        vs: &ParamPath,
+        query_dim: usize,
+        context_dim: Option<usize>,
+        heads: usize,
+        dim_head: usize,
+        qkv_bias: bool,
+    ) -> Result<Self> {
         let inner = heads * dim_head;
         let ctx = context_dim.unwrap_or(query_dim);
         Ok(Attention {
@@ -161,7 +170,16 @@ impl Transformer2D {
             })
         };
         let blocks = (0..spec.layers)
-            .map(|l| BasicTransformerBlock::new(&vs.pp("transformer_blocks").pp(l), inner, spec.heads, dim_head, spec.cross_dim, spec.only_cross_attention))
+            .map(|l| {
+                BasicTransformerBlock::new(
+                    &vs.pp("transformer_blocks").pp(l),
+                    inner,
+                    spec.heads,
+                    dim_head,
+                    spec.cross_dim,
+                    spec.only_cross_attention,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Transformer2D {
             norm: GroupNorm::new(&vs.pp("norm"), spec.groups, channels, 1e-6, true)?,
@@ -247,7 +265,10 @@ pub struct SpatialSelfAttention {
 
 impl SpatialSelfAttention {
     pub fn new(vs: &ParamPath, channels: usize, groups: usize, eps: f64) -> Result<Self> {
-        Ok(SpatialSelfAttention { group_norm: GroupNorm::new(&vs.pp("group_norm"), groups, channels, eps, true)?, attn: Attention::new(vs, channels, None, 1, channels, true)? })
+        Ok(SpatialSelfAttention {
+            group_norm: GroupNorm::new(&vs.pp("group_norm"), groups, channels, eps, true)?,
+            attn: Attention::new(vs, channels, None, 1, channels, true)?,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

@@ -149,11 +149,17 @@ impl ClipTextModel {
     /// Encode token ids [B, L] (i64).
     pub fn forward(&self, input_ids: &Tensor) -> Result<TextEncoderOutput> {
         if input_ids.rank() != 2 || input_ids.dtype() != DType::I64 {
-            return Err(Error::bad_shape("clip_text", format!("input_ids must be i64 [B, L], got {:?} {:?}", input_ids.dtype(), input_ids.shape())));
+            return Err(Error::bad_shape(
+                "clip_text",
+                format!("input_ids must be i64 [B, L], got {:?} {:?}", input_ids.dtype(), input_ids.shape()),
+            ));
         }
         let (b, l) = (input_ids.shape()[0], input_ids.shape()[1]);
         if l > self.config.max_position_embeddings {
-            return Err(Error::bad_shape("clip_text", format!("{l} tokens exceed max_position_embeddings {}", self.config.max_position_embeddings)));
+            return Err(Error::bad_shape(
+                "clip_text",
+                format!("{l} tokens exceed max_position_embeddings {}", self.config.max_position_embeddings),
+            ));
         }
         let positions = Tensor::arange(l, DType::I64, input_ids.device())?;
         let mut h = self.token_embedding.forward(input_ids)?.add(&self.position_embedding.forward(&positions)?)?;

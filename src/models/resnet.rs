@@ -61,7 +61,10 @@ impl Bottleneck {
         let out = planes * Self::EXPANSION;
         let downsample = if stride != 1 || inplanes != out {
             let d = vs.pp("downsample");
-            Some((Conv2d::new(&d.pp(0), inplanes, out, 1, Conv2dParams::new(stride, 0), false)?, BatchNorm2d::new(&d.pp(1), out, 1e-5, Some(0.1), true)?))
+            Some((
+                Conv2d::new(&d.pp(0), inplanes, out, 1, Conv2dParams::new(stride, 0), false)?,
+                BatchNorm2d::new(&d.pp(1), out, 1e-5, Some(0.1), true)?,
+            ))
         } else {
             None
         };

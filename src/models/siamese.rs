@@ -39,7 +39,10 @@ impl SiameseReid {
     pub fn new(vs: &ParamPath, config: &SiameseConfig) -> Result<Self> {
         let mut backbone_cfg = config.backbone.clone();
         backbone_cfg.num_classes = config.embedding_dim;
-        Ok(SiameseReid { backbone: ResNet::new(&vs.pp("backbone"), &backbone_cfg)?, head: Linear::new(&vs.pp("head"), config.embedding_dim, 1, true)? })
+        Ok(SiameseReid {
+            backbone: ResNet::new(&vs.pp("backbone"), &backbone_cfg)?,
+            head: Linear::new(&vs.pp("head"), config.embedding_dim, 1, true)?,
+        })
     }
 
     /// The pre-sigmoid embedding of a batch of images [N, embedding_dim].

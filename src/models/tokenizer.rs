@@ -5,8 +5,13 @@
 use crate::{Error, Result, Tensor};
 use std::path::{Path, PathBuf};
 
+/// Load a tokenizer with any padding or truncation saved in the file turned
+/// off: the wrappers below add specials, truncate and pad themselves.
 fn load(path: &Path) -> Result<tokenizers::Tokenizer> {
-    tokenizers::Tokenizer::from_file(path).map_err(|e| Error::file(path, format!("cannot read tokenizer: {e}")))
+    let mut tok = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::file(path, format!("cannot read tokenizer: {e}")))?;
+    tok.with_padding(None);
+    tok.with_truncation(None).map_err(|e| Error::file(path, format!("cannot reset truncation: {e}")))?;
+    Ok(tok)
 }
 
 fn token_id(tok: &tokenizers::Tokenizer, path: &Path, token: &str) -> Result<u32> {

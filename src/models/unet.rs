@@ -172,7 +172,11 @@ impl UNetConfig {
         let n = self.block_out_channels.len();
         let bad = |what: String| Err(Error::msg(format!("UNet config: {what} is not supported")));
         if self.down_block_types.len() != n || self.up_block_types.len() != n {
-            return Err(Error::msg(format!("UNet config: {n} block_out_channels but {} down and {} up block types", self.down_block_types.len(), self.up_block_types.len())));
+            return Err(Error::msg(format!(
+                "UNet config: {n} block_out_channels but {} down and {} up block types",
+                self.down_block_types.len(),
+                self.up_block_types.len()
+            )));
         }
         for t in &self.down_block_types {
             if t != "CrossAttnDownBlock2D" && t != "DownBlock2D" {
@@ -203,7 +207,10 @@ impl UNetConfig {
             return bad("a non-default time embedding or conv kernel".into());
         }
         if self.block_out_channels.iter().any(|c| c % self.norm_num_groups != 0) {
-            return Err(Error::msg(format!("UNet config: block_out_channels {:?} not divisible by norm_num_groups {}", self.block_out_channels, self.norm_num_groups)));
+            return Err(Error::msg(format!(
+                "UNet config: block_out_channels {:?} not divisible by norm_num_groups {}",
+                self.block_out_channels, self.norm_num_groups
+            )));
         }
         self.heads()?;
         Ok(())
@@ -301,8 +308,9 @@ impl UNet2DConditionModel {
                 .collect::<Result<Vec<_>>>()?;
             let down = (!last).then(|| Downsample2D::new(&bv.pp("downsamplers").pp(0), out_ch, config.downsample_padding)).transpose()?;
             down_blocks.push(if kind == "CrossAttnDownBlock2D" {
-                let attentions =
-                    (0..config.layers_per_block).map(|j| Transformer2D::new(&bv.pp("attentions").pp(j), out_ch, spec(i))).collect::<Result<Vec<_>>>()?;
+                let attentions = (0..config.layers_per_block)
+                    .map(|j| Transformer2D::new(&bv.pp("attentions").pp(j), out_ch, spec(i)))
+                    .collect::<Result<Vec<_>>>()?;
                 DownBlock::CrossAttn { resnets, attentions, down }
             } else {
                 DownBlock::Plain { resnets, down }
@@ -311,7 +319,9 @@ impl UNet2DConditionModel {
 
         let mv = vs.pp("mid_block");
         let mid_ch = ch[n - 1];
-        let mid_resnets = (0..2).map(|j| ResnetBlock2D::new(&mv.pp("resnets").pp(j), mid_ch, mid_ch, Some(temb), groups, eps)).collect::<Result<Vec<_>>>()?;
+        let mid_resnets = (0..2)
+            .map(|j| ResnetBlock2D::new(&mv.pp("resnets").pp(j), mid_ch, mid_ch, Some(temb), groups, eps))
+            .collect::<Result<Vec<_>>>()?;
         let mid_attentions = vec![Transformer2D::new(&mv.pp("attentions").pp(0), mid_ch, spec(n - 1))?];
 
         let mut up_blocks = Vec::new();
@@ -334,7 +344,9 @@ impl UNet2DConditionModel {
             let up = (!last).then(|| Upsample2D::new(&bv.pp("upsamplers").pp(0), out_ch)).transpose()?;
             let block_index = n - 1 - i;
             up_blocks.push(if kind == "CrossAttnUpBlock2D" {
-                let attentions = (0..layers).map(|j| Transformer2D::new(&bv.pp("attentions").pp(j), out_ch, spec(block_index))).collect::<Result<Vec<_>>>()?;
+                let attentions = (0..layers)
+                    .map(|j| Transformer2D::new(&bv.pp("attentions").pp(j), out_ch, spec(block_index)))
+                    .collect::<Result<Vec<_>>>()?;
                 UpBlock::CrossAttn { resnets, attentions, up }
             } else {
                 UpBlock::Plain { resnets, up }
@@ -376,12 +388,20 @@ impl UNet2DConditionModel {
     /// given the text encoder's states `context` [B, L, cross_attention_dim].
     pub fn forward(&self, sample: &Tensor, timesteps: &[f64], context: &Tensor) -> Result<Tensor> {
         if sample.rank() != 4 || sample.shape()[1] != self.config.in_channels {
-            return Err(Error::bad_shape("unet", format!("sample must be [B, {}, H, W], got {:?}", self.config.in_channels, sample.shape())));
+            return Err(Error::bad_shape(
+                "unet",
+                format!("sample must be [B, {}, H, W], got {:?}", self.config.in_channels, sample.shape()),
+            ));
         }
         if context.rank() != 3 || context.shape()[2] != self.config.cross_attention_dim || context.shape()[0] != sample.shape()[0] {
             return Err(Error::bad_shape(
                 "unet",
-                format!("encoder_hidden_states must be [{}, L, {}], got {:?}", sample.shape()[0], self.config.cross_attention_dim, context.shape()),
+                format!(
+                    "encoder_hidden_states must be [{}, L, {}], got {:?}",
+                    sample.shape()[0],
+                    self.config.cross_attention_dim,
+                    context.shape()
+                ),
             ));
         }
         let emb = self.time_embedding(timesteps, sample.shape()[0], sample.dtype(), sample.device())?;

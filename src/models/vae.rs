@@ -207,7 +207,10 @@ impl AutoencoderKL {
             enc_norm_out: GroupNorm::new(&e.pp("conv_norm_out"), g, ch[n - 1], 1e-6, true)?,
             enc_conv_out: Conv2d::new(&e.pp("conv_out"), ch[n - 1], 2 * lat, 3, k3, true)?,
             quant_conv: config.use_quant_conv.then(|| Conv2d::new(&vs.pp("quant_conv"), 2 * lat, 2 * lat, 1, one, true)).transpose()?,
-            post_quant_conv: config.use_post_quant_conv.then(|| Conv2d::new(&vs.pp("post_quant_conv"), lat, lat, 1, one, true)).transpose()?,
+            post_quant_conv: config
+                .use_post_quant_conv
+                .then(|| Conv2d::new(&vs.pp("post_quant_conv"), lat, lat, 1, one, true))
+                .transpose()?,
             dec_conv_in: Conv2d::new(&d.pp("conv_in"), lat, ch[n - 1], 3, k3, true)?,
             dec_mid: MidBlock::new(&d.pp("mid_block"), ch[n - 1], g, config.mid_block_add_attention)?,
             dec_blocks,
@@ -246,7 +249,10 @@ impl AutoencoderKL {
     /// Images from (unscaled) latents [B, latent_channels, h, w].
     pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
         if z.rank() != 4 || z.shape()[1] != self.config.latent_channels {
-            return Err(Error::bad_shape("vae decode", format!("expected [B, {}, h, w], got {:?}", self.config.latent_channels, z.shape())));
+            return Err(Error::bad_shape(
+                "vae decode",
+                format!("expected [B, {}, h, w], got {:?}", self.config.latent_channels, z.shape()),
+            ));
         }
         let mut h = match &self.post_quant_conv {
             Some(p) => p.forward(z)?,

@@ -32,7 +32,9 @@ impl ModelKind {
     /// Input names, each with the dtypes it accepts (first = the one to use).
     pub fn inputs(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            ModelKind::Unet => &[("sample", "float [B, C, H, W]"), ("timestep", "i64 or float [B] or [1]"), ("encoder_hidden_states", "float [B, L, D]")],
+            ModelKind::Unet => {
+                &[("sample", "float [B, C, H, W]"), ("timestep", "i64 or float [B] or [1]"), ("encoder_hidden_states", "float [B, L, D]")]
+            }
             ModelKind::VaeEncoder => &[("sample", "float [B, C, H, W]")],
             ModelKind::VaeDecoder => &[("latent", "float [B, C, h, w]")],
             ModelKind::ClipText => &[("input_ids", "i64 [B, L]")],
@@ -121,7 +123,11 @@ impl Model {
             let shown: Vec<&str> = missing.iter().take(5).map(String::as_str).collect();
             return Err(Error::file(
                 path,
-                format!("{} parameters of the {:?} model are missing, e.g. {shown:?} — is this the right weights file for the config?", missing.len(), self.kind),
+                format!(
+                    "{} parameters of the {:?} model are missing, e.g. {shown:?} — is this the right weights file for the config?",
+                    missing.len(),
+                    self.kind
+                ),
             ));
         }
         Ok(())

@@ -11,5 +11,6 @@ mod loss;
 mod norm;
 mod pool;
 mod select;
+mod siamese_head;
 mod softmax;
 mod upsample;

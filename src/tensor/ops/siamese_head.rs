@@ -13,7 +13,10 @@ fn check(a: &Tensor, b: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<usize
     }
     let d = a.shape()[1];
     if weight.numel() != d || bias.numel() != 1 {
-        return Err(Error::bad_shape("siamese_head", format!("head weight {:?} / bias {:?} do not match D = {d}", weight.shape(), bias.shape())));
+        return Err(Error::bad_shape(
+            "siamese_head",
+            format!("head weight {:?} / bias {:?} do not match D = {d}", weight.shape(), bias.shape()),
+        ));
     }
     Ok(d)
 }
