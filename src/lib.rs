@@ -8,10 +8,13 @@
 pub mod autograd;
 pub mod backend;
 pub mod data;
+pub mod diffusion;
 pub mod doctor;
 pub mod error;
 pub mod io;
+pub mod models;
 pub mod nn;
+pub mod pipeline;
 pub mod rng;
 pub mod tensor;
 pub mod testing;

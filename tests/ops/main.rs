@@ -12,5 +12,6 @@ mod loss;
 mod norm;
 mod pool;
 mod select;
+mod siamese_head;
 mod softmax;
 mod upsample;

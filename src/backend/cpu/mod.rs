@@ -13,6 +13,7 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod select;
+pub mod siamese_head;
 pub mod softmax;
 pub mod upsample;
 

@@ -1,0 +1,4 @@
+//! Pipeline stages and tools: each reads files and writes files atomically;
+//! the CLI parses arguments and calls one of these.
+
+pub mod forward;
