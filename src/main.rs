@@ -1,6 +1,7 @@
 //! The privdistill command line: parses arguments and calls one library function.
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(name = "privdistill", version, about = "Privacy Distillation for medical text-to-image diffusion models")]
@@ -17,6 +18,36 @@ enum Command {
     Demo,
     /// Datasets: split by patient, import, generate phantoms, summarise.
     Data(Box<privdistill::data::cli::DataArgs>),
+    /// Run one model on inputs from a safetensors file (and backpropagate a weighted output).
+    Forward(ForwardCli),
+}
+
+#[derive(clap::Args)]
+struct ForwardCli {
+    #[arg(long, value_enum)]
+    model: privdistill::models::zoo::ModelKind,
+    /// The model's config.json (diffusers/transformers) or constructor arguments (torchvision).
+    #[arg(long)]
+    config: PathBuf,
+    #[arg(long)]
+    weights: PathBuf,
+    #[arg(long)]
+    inputs: PathBuf,
+    #[arg(long)]
+    output: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    device: privdistill::Device,
+    #[arg(long, default_value = "f32")]
+    dtype: privdistill::DType,
+    /// Tensor `R` shaped like the first output: backpropagate L = sum(output · R).
+    #[arg(long)]
+    loss_weights: Option<PathBuf>,
+    /// Where to write `input:<name>` and `param:<name>` gradients.
+    #[arg(long)]
+    grads_out: Option<PathBuf>,
+    /// Training mode: BatchNorm uses batch statistics.
+    #[arg(long)]
+    train: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,6 +63,19 @@ fn main() -> std::process::ExitCode {
              distilled model and write a report. Today only the tensor runtime exists (see `privdistill doctor`)."
         )),
         Command::Data(args) => privdistill::data::cli::run(*args),
+        Command::Forward(a) => privdistill::pipeline::forward::forward(&privdistill::pipeline::forward::ForwardArgs {
+            model: a.model,
+            config: a.config,
+            weights: a.weights,
+            inputs: a.inputs,
+            output: a.output,
+            device: a.device,
+            dtype: a.dtype,
+            loss_weights: a.loss_weights,
+            grads_out: a.grads_out,
+            train: a.train,
+        })
+        .map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

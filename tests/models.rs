@@ -163,3 +163,46 @@ fn tokenizers_match_transformers_on_real_reports() {
     }
     assert!(long >= 2, "the fixture must hold texts longer than 77 tokens");
 }
+
+#[test]
+fn forward_command_writes_outputs_and_gradients() {
+    let dir = case_dir("densenet121");
+    let out = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str], inputs: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_privdistill"))
+            .args(["forward", "--model", "densenet121", "--train"])
+            .arg("--config")
+            .arg(dir.join("config.json"))
+            .arg("--weights")
+            .arg(dir.join("weights.safetensors"))
+            .arg("--inputs")
+            .arg(inputs)
+            .arg("--output")
+            .arg(out.path().join("out.safetensors"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let lw = dir.join("loss_weights.safetensors");
+    let go = out.path().join("grads.safetensors");
+    let o = run(&["--loss-weights", lw.to_str().unwrap(), "--grads-out", go.to_str().unwrap()], &dir.join("inputs.safetensors"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ours = SafeTensorsFile::open(out.path().join("out.safetensors")).unwrap();
+    let want = SafeTensorsFile::open(dir.join("outputs.safetensors")).unwrap();
+    assert!(rel_err(&ours.get("logits").unwrap(), &want.get("logits").unwrap()) <= 1e-4);
+    let grads = SafeTensorsFile::open(&go).unwrap();
+    let want_g = SafeTensorsFile::open(dir.join("grads.safetensors")).unwrap();
+    assert!(rel_err(&grads.get("input:pixel_values").unwrap(), &want_g.get("input:pixel_values").unwrap()) <= 1e-3);
+    assert!(grads.contains("param:features.conv0.weight"));
+
+    // Inputs under the wrong name: a clear error naming what is expected, no output file.
+    let bad = out.path().join("bad.safetensors");
+    let x = SafeTensorsFile::open(dir.join("inputs.safetensors")).unwrap().get("pixel_values").unwrap();
+    privdistill::io::safetensors::save_safetensors(&bad, [("images", &x)], None).unwrap();
+    std::fs::remove_file(out.path().join("out.safetensors")).unwrap();
+    let o = run(&[], &bad);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("pixel_values") && err.contains("images"), "{err}");
+    assert!(!out.path().join("out.safetensors").exists());
+}
