@@ -26,6 +26,7 @@ impl Default for SampleConfig {
 /// Denoise from Gaussian noise to latents [B, C, h, w] for text states
 /// `cond` [B, L, D], guided against `uncond` [1, L, D] (the empty prompt).
 /// `on_step` is called after each step (progress bars).
+#[allow(clippy::too_many_arguments)]
 pub fn sample_latents(
     unet: &UNet2DConditionModel,
     schedule: &NoiseSchedule,

@@ -174,9 +174,9 @@ impl AutoencoderKL {
         let e = vs.pp("encoder");
         let mut enc_blocks = Vec::new();
         let mut out_ch = ch[0];
-        for i in 0..n {
+        for (i, &block_ch) in ch.iter().enumerate() {
             let in_ch = out_ch;
-            out_ch = ch[i];
+            out_ch = block_ch;
             let bv = e.pp("down_blocks").pp(i);
             let resnets = (0..config.layers_per_block)
                 .map(|j| ResnetBlock2D::new(&bv.pp("resnets").pp(j), if j == 0 { in_ch } else { out_ch }, out_ch, None, g, 1e-6))
@@ -188,9 +188,9 @@ impl AutoencoderKL {
         let rev: Vec<usize> = ch.iter().rev().copied().collect();
         let mut dec_blocks = Vec::new();
         let mut out_ch = rev[0];
-        for i in 0..n {
+        for (i, &block_ch) in rev.iter().enumerate() {
             let in_ch = out_ch;
-            out_ch = rev[i];
+            out_ch = block_ch;
             let bv = d.pp("up_blocks").pp(i);
             let resnets = (0..config.layers_per_block + 1)
                 .map(|j| ResnetBlock2D::new(&bv.pp("resnets").pp(j), if j == 0 { in_ch } else { out_ch }, out_ch, None, g, 1e-6))

@@ -57,8 +57,8 @@ impl ModelKind {
 }
 
 enum Net {
-    Unet(UNet2DConditionModel),
-    Vae(AutoencoderKL),
+    Unet(Box<UNet2DConditionModel>),
+    Vae(Box<AutoencoderKL>),
     ClipText(ClipTextModel),
     Bert(BertModel),
     ResNet(ResNet),
@@ -84,8 +84,10 @@ impl Model {
         let store = ParamStore::new(dtype, device, 0);
         let vs = store.root();
         let net = match kind {
-            ModelKind::Unet => Net::Unet(UNet2DConditionModel::new(&vs, &UNetConfig::from_json(config_json)?)?),
-            ModelKind::VaeEncoder | ModelKind::VaeDecoder => Net::Vae(AutoencoderKL::new(&vs, &VaeConfig::from_json(config_json)?)?),
+            ModelKind::Unet => Net::Unet(Box::new(UNet2DConditionModel::new(&vs, &UNetConfig::from_json(config_json)?)?)),
+            ModelKind::VaeEncoder | ModelKind::VaeDecoder => {
+                Net::Vae(Box::new(AutoencoderKL::new(&vs, &VaeConfig::from_json(config_json)?)?))
+            }
             ModelKind::ClipText => Net::ClipText(ClipTextModel::new(&vs, &parse::<ClipTextConfig>(config_json, "CLIP text")?)?),
             ModelKind::Bert => Net::Bert(BertModel::new(&vs, &parse::<BertConfig>(config_json, "BERT")?)?),
             ModelKind::Resnet50 => Net::ResNet(ResNet::new(&vs, &parse::<ResNetConfig>(config_json, "ResNet")?)?),

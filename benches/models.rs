@@ -1,0 +1,139 @@
+//! Model throughput beside PyTorch, measured in the same run.
+//!
+//! Workloads (random weights, f32, CPU): the SD-1.5 UNet forward at batch 1
+//! on a 64×64 latent; the demo UNet forward, and forward+backward+AdamW, at
+//! batch 8; ResNet-50 and DenseNet-121 forward at batch 8, 224². Each is timed
+//! by criterion, then our median of a few runs is printed beside the PyTorch
+//! peer (benches/peers/models.py) run on the same threads, with the ratio.
+//! The peer needs a Python with torch, diffusers and torchvision: set
+//! PRIVDISTILL_PEER_PYTHON, or have `.venv/bin/python`; without one the
+//! ratio is skipped with the reason printed. PRIVDISTILL_BENCH_SKIP_SD=1
+//! skips the (slow, 3.4 GB) SD-1.5 workload.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use privdistill::models::densenet::{DenseNet, DenseNetConfig};
+use privdistill::models::resnet::{ResNet, ResNetConfig};
+use privdistill::models::unet::{UNet2DConditionModel, UNetConfig};
+use privdistill::nn::{AdamW, AdamWConfig, Optimizer, ParamStore};
+use privdistill::{no_grad, DType, Device, Rng, Tensor};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::randn(shape, 0.0, 1.0, DType::F32, Device::Cpu, &mut Rng::new(seed)).unwrap()
+}
+
+/// Median seconds of `n` runs of `f` after one warm-up.
+fn median_secs(n: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..n)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    t[t.len() / 2]
+}
+
+/// The peer's median seconds, or why there is none.
+fn peer(workload: &str, iters: usize) -> Result<(f64, String), String> {
+    let python = std::env::var("PRIVDISTILL_PEER_PYTHON").map(PathBuf::from).unwrap_or_else(|_| root().join(".venv/bin/python"));
+    if !python.exists() {
+        return Err(format!("no peer Python at {} (set PRIVDISTILL_PEER_PYTHON)", python.display()));
+    }
+    let threads = rayon::current_num_threads().to_string();
+    let out = std::process::Command::new(&python)
+        .arg(root().join("benches/peers/models.py"))
+        .args([workload, "--threads", &threads, "--iters", &iters.to_string()])
+        .output()
+        .map_err(|e| format!("running the peer: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("peer failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")));
+    }
+    let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("peer output {line:?}: {e}"))?;
+    Ok((v["seconds"].as_f64().ok_or("no seconds")?, v["torch"].as_str().unwrap_or("?").to_string()))
+}
+
+fn report(workload: &str, ours: f64, iters: usize) {
+    match peer(workload, iters) {
+        Ok((theirs, version)) => println!(
+            "{workload}: ours {ours:.4} s, PyTorch {version} {theirs:.4} s, speed ratio {:.2}x ({} threads)",
+            theirs / ours,
+            rayon::current_num_threads()
+        ),
+        Err(why) => println!("{workload}: ours {ours:.4} s; peer skipped: {why}"),
+    }
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn demo_unet() -> (ParamStore, UNet2DConditionModel) {
+    let cfg = UNetConfig::from_json(&std::fs::read_to_string(root().join("weights/demo/unet/config.json")).unwrap()).unwrap();
+    let store = ParamStore::new(DType::F32, Device::Cpu, 0);
+    let unet = UNet2DConditionModel::new(&store.root(), &cfg).unwrap();
+    (store, unet)
+}
+
+fn bench_models(c: &mut Criterion) {
+    let mut g = c.benchmark_group("models");
+    g.sample_size(10).warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(2));
+
+    // Demo UNet, batch 8.
+    let (store, unet) = demo_unet();
+    let s = unet.config().sample_size;
+    let (x, ctx) = (randn(&[8, 4, s, s], 1), randn(&[8, 77, unet.config().cross_attention_dim], 2));
+    let ts: Vec<f64> = (0..8).map(|i| (i * 123 % 1000) as f64).collect();
+    g.bench_function("demo_unet_fwd_b8", |b| b.iter(|| no_grad(|| unet.forward(&x, &ts, &ctx).unwrap())));
+    report("demo_unet_fwd", median_secs(3, || drop(no_grad(|| unet.forward(&x, &ts, &ctx).unwrap()))), 3);
+    let mut opt = AdamW::new(store.trainable_parameters(), AdamWConfig { lr: 1e-4, ..Default::default() }).unwrap();
+    let mut train_step = || {
+        let loss = unet.forward(&x, &ts, &ctx).unwrap().sub(&x).unwrap().square().unwrap().mean_all().unwrap();
+        let grads = loss.backward().unwrap();
+        opt.step(&grads).unwrap();
+    };
+    g.bench_function("demo_unet_train_step_b8", |b| b.iter(&mut train_step));
+    report("demo_unet_train", median_secs(3, &mut train_step), 3);
+
+    // ResNet-50 and DenseNet-121, batch 8, 224².
+    let img = randn(&[8, 3, 224, 224], 3);
+    let store = ParamStore::new(DType::F32, Device::Cpu, 0);
+    let resnet = ResNet::new(&store.root(), &ResNetConfig::resnet50(1000)).unwrap();
+    g.bench_function("resnet50_fwd_b8", |b| b.iter(|| no_grad(|| resnet.forward(&img, false).unwrap().logits)));
+    report("resnet50", median_secs(3, || drop(no_grad(|| resnet.forward(&img, false).unwrap()))), 3);
+    let store = ParamStore::new(DType::F32, Device::Cpu, 0);
+    let densenet = DenseNet::new(&store.root(), &DenseNetConfig::densenet121(1000, 3)).unwrap();
+    g.bench_function("densenet121_fwd_b8", |b| b.iter(|| no_grad(|| densenet.forward(&img, false).unwrap().logits)));
+    report("densenet121", median_secs(3, || drop(no_grad(|| densenet.forward(&img, false).unwrap()))), 3);
+
+    // SD-1.5 UNet, batch 1, 64×64 latent.
+    if std::env::var("PRIVDISTILL_BENCH_SKIP_SD").is_err() {
+        let store = ParamStore::new(DType::F32, Device::Cpu, 0);
+        let sd = UNet2DConditionModel::new(&store.root(), &UNetConfig::sd15()).unwrap();
+        let (x, ctx) = (randn(&[1, 4, 64, 64], 4), randn(&[1, 77, 768], 5));
+        let ours = median_secs(1, || drop(no_grad(|| sd.forward(&x, &[500.0], &ctx).unwrap())));
+        report("sd15_unet", ours, 1);
+        println!("sd15_unet: {} parameters, peak resident memory {:.0} MB", store.num_parameters(), peak_rss_mb());
+        g.sample_size(10).measurement_time(Duration::from_secs(1));
+        g.bench_function("sd15_unet_fwd_b1_64x64", |b| b.iter(|| no_grad(|| sd.forward(&x, &[500.0], &ctx).unwrap())));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_models);
+criterion_main!(benches);
