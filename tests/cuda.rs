@@ -23,29 +23,7 @@ fn gpu(test: &str) -> Option<Device> {
     }
 }
 
-const UNARY: &[UnaryOp] = &[
-    UnaryOp::Neg,
-    UnaryOp::Exp,
-    UnaryOp::Log,
-    UnaryOp::Sqrt,
-    UnaryOp::Rsqrt,
-    UnaryOp::Abs,
-    UnaryOp::Square,
-    UnaryOp::Recip,
-    UnaryOp::Sin,
-    UnaryOp::Cos,
-    UnaryOp::Sigmoid,
-    UnaryOp::Tanh,
-    UnaryOp::Relu,
-    UnaryOp::Silu,
-    UnaryOp::Gelu,
-    UnaryOp::GeluTanh,
-    UnaryOp::QuickGelu,
-    UnaryOp::Affine { mul: 1.5, add: -0.25 },
-    UnaryOp::Powf(2.5),
-    UnaryOp::Clamp { min: -0.3, max: 0.4 },
-    UnaryOp::LeakyRelu(0.1),
-];
+const UNARY: &[UnaryOp] = UnaryOp::ALL;
 
 const BINARY: &[BinaryOp] =
     &[BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Pow, BinaryOp::Maximum, BinaryOp::Minimum];

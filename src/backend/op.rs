@@ -40,6 +40,32 @@ pub enum UnaryOp {
 }
 
 impl UnaryOp {
+    /// One instance of every variant (with representative parameters), for
+    /// tests that must cover them all on every backend.
+    pub const ALL: &'static [UnaryOp] = &[
+        UnaryOp::Neg,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Sqrt,
+        UnaryOp::Rsqrt,
+        UnaryOp::Abs,
+        UnaryOp::Square,
+        UnaryOp::Recip,
+        UnaryOp::Sin,
+        UnaryOp::Cos,
+        UnaryOp::Sigmoid,
+        UnaryOp::Tanh,
+        UnaryOp::Relu,
+        UnaryOp::Silu,
+        UnaryOp::Gelu,
+        UnaryOp::GeluTanh,
+        UnaryOp::QuickGelu,
+        UnaryOp::Affine { mul: 1.5, add: -0.25 },
+        UnaryOp::Powf(2.5),
+        UnaryOp::Clamp { min: -0.3, max: 0.4 },
+        UnaryOp::LeakyRelu(0.2),
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             UnaryOp::Neg => "neg",

@@ -39,29 +39,7 @@ fn naive_unary(op: UnaryOp, x: f64) -> f64 {
     }
 }
 
-const UNARY: &[UnaryOp] = &[
-    UnaryOp::Neg,
-    UnaryOp::Exp,
-    UnaryOp::Log,
-    UnaryOp::Sqrt,
-    UnaryOp::Rsqrt,
-    UnaryOp::Abs,
-    UnaryOp::Square,
-    UnaryOp::Recip,
-    UnaryOp::Sin,
-    UnaryOp::Cos,
-    UnaryOp::Sigmoid,
-    UnaryOp::Tanh,
-    UnaryOp::Relu,
-    UnaryOp::Silu,
-    UnaryOp::Gelu,
-    UnaryOp::GeluTanh,
-    UnaryOp::QuickGelu,
-    UnaryOp::Affine { mul: 1.5, add: -0.25 },
-    UnaryOp::Powf(2.5),
-    UnaryOp::Clamp { min: -0.3, max: 0.4 },
-    UnaryOp::LeakyRelu(0.2),
-];
+const UNARY: &[UnaryOp] = UnaryOp::ALL;
 
 /// Inputs kept away from kinks and domain edges so finite differences are valid.
 fn safe_input(op: UnaryOp, shape: &[usize], seed: u64) -> Tensor {
