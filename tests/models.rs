@@ -206,3 +206,37 @@ fn forward_command_writes_outputs_and_gradients() {
     assert!(err.contains("pixel_values") && err.contains("images"), "{err}");
     assert!(!out.path().join("out.safetensors").exists());
 }
+
+#[test]
+fn stable_diffusion_configs_load() {
+    use privdistill::models::unet::UNetConfig;
+    use privdistill::models::vae::VaeConfig;
+    // The shipped `unet/config.json` of Stable Diffusion 1.5 and 2.1, verbatim keys.
+    let sd15 = r#"{"_class_name": "UNet2DConditionModel", "_diffusers_version": "0.6.0", "act_fn": "silu",
+        "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": false,
+        "cross_attention_dim": 768, "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        "downsample_padding": 1, "flip_sin_to_cos": true, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
+        "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]}"#;
+    let sd21 = r#"{"_class_name": "UNet2DConditionModel", "_diffusers_version": "0.10.0.dev0", "act_fn": "silu",
+        "attention_head_dim": [5, 10, 20, 20], "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": false,
+        "cross_attention_dim": 1024, "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        "downsample_padding": 1, "dual_cross_attention": false, "flip_sin_to_cos": true, "freq_shift": 0, "in_channels": 4,
+        "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "num_class_embeds": null,
+        "only_cross_attention": false, "out_channels": 4, "resnet_time_scale_shift": "default", "sample_size": 96,
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        "upcast_attention": true, "use_linear_projection": true}"#;
+    let c15 = UNetConfig::from_json(sd15).unwrap();
+    assert_eq!(c15.heads().unwrap(), vec![8, 8, 8, 8]);
+    let c21 = UNetConfig::from_json(sd21).unwrap();
+    assert_eq!(c21.heads().unwrap(), vec![5, 10, 20, 20]);
+    assert!(c21.use_linear_projection && c21.upcast_attention);
+    let vae = r#"{"_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
+        "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+        "in_channels": 3, "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32, "out_channels": 3, "sample_size": 512,
+        "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]}"#;
+    assert_eq!(VaeConfig::from_json(vae).unwrap().downscale(), 8);
+    // A feature we do not implement is refused by name, not silently ignored.
+    let err = UNetConfig::from_json(&sd15.replace(r#""act_fn": "silu""#, r#""act_fn": "mish""#)).unwrap_err().to_string();
+    assert!(err.contains("mish"), "{err}");
+}
