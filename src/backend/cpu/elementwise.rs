@@ -7,25 +7,35 @@ use crate::tensor::{Float, Layout};
 use rayon::prelude::*;
 
 /// Apply `f` to each element of a contiguous slice, in parallel when large.
+/// The output is collected, not zero-filled and overwritten.
 pub fn map_slice<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(src: &[T], f: impl Fn(T) -> U + Sync) -> Vec<U> {
-    let mut out = vec![U::default(); src.len()];
     if src.len() >= PARALLEL_MIN {
-        out.par_chunks_mut(PARALLEL_MIN / 4).zip(src.par_chunks(PARALLEL_MIN / 4)).for_each(|(o, s)| {
-            for (o, &s) in o.iter_mut().zip(s) {
-                *o = f(s);
-            }
-        });
+        src.par_iter().with_min_len(PARALLEL_MIN / 4).map(|&s| f(s)).collect()
     } else {
-        for (o, &s) in out.iter_mut().zip(src) {
-            *o = f(s);
-        }
+        src.iter().map(|&s| f(s)).collect()
     }
-    out
 }
 
-/// y = f(x) over a contiguous slice.
+/// y = f(x) over a contiguous slice. The hot activations get their own
+/// monomorphised loop (the op is matched once, not per element), so the
+/// compiler can vectorise them.
 pub fn unary<T: Float>(op: UnaryOp, x: &[T]) -> Vec<T> {
-    map_slice(x, |v| op.apply(v))
+    match op {
+        UnaryOp::Relu => map_slice(x, |v| UnaryOp::Relu.apply(v)),
+        UnaryOp::Silu => map_slice(x, |v| UnaryOp::Silu.apply(v)),
+        UnaryOp::Sigmoid => map_slice(x, |v| UnaryOp::Sigmoid.apply(v)),
+        UnaryOp::Gelu => map_slice(x, |v| UnaryOp::Gelu.apply(v)),
+        UnaryOp::QuickGelu => map_slice(x, |v| UnaryOp::QuickGelu.apply(v)),
+        UnaryOp::Neg => map_slice(x, |v| -v),
+        UnaryOp::Exp => map_slice(x, |v| v.exp()),
+        UnaryOp::Square => map_slice(x, |v| v * v),
+        UnaryOp::Tanh => map_slice(x, |v| v.tanh()),
+        UnaryOp::Affine { mul, add } => {
+            let (m, a) = (T::from_f64(mul), T::from_f64(add));
+            map_slice(x, move |v| v * m + a)
+        }
+        op => map_slice(x, move |v| op.apply(v)),
+    }
 }
 
 /// dx = g * f'(x) over contiguous slices of equal length.
