@@ -13,6 +13,7 @@
 //! - [`atomic`]: [`write_atomic`] and friends. Every file privdistill writes
 //!   goes to a temporary name, is fsynced, and is renamed into place, so an
 //!   interrupted run never leaves a partial output behind.
+//! - [`hash`]: SHA-256 content hashes of files and folders (lineage, stage skipping).
 //! - [`checkpoint`]: [`Checkpoint`], named tensors (`param.*`, `optim.*`)
 //!   plus resume state (step, epoch, data position, RNG, config) in one
 //!   safetensors file.
@@ -22,6 +23,7 @@
 
 pub mod atomic;
 pub mod checkpoint;
+pub mod hash;
 pub mod safetensors;
 
 pub use atomic::{write_atomic, write_atomic_bytes, write_atomic_json, AtomicWriter};

@@ -1,4 +1,6 @@
 //! Pipeline stages and tools: each reads files and writes files atomically;
 //! the CLI parses arguments and calls one of these.
 
+pub mod config;
 pub mod forward;
+pub mod progress;
