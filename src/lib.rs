@@ -11,6 +11,7 @@ pub mod data;
 pub mod diffusion;
 pub mod doctor;
 pub mod error;
+pub mod eval;
 pub mod io;
 pub mod models;
 pub mod nn;
