@@ -31,6 +31,9 @@ pub enum Error {
 
     #[error("{0}")]
     Msg(String),
+
+    #[error(transparent)]
+    Data(#[from] Box<crate::data::DataError>),
 }
 
 /// Result with the library's [`Error`].
@@ -59,4 +62,14 @@ impl Error {
 #[macro_export]
 macro_rules! bail {
     ($($arg:tt)*) => { return Err($crate::Error::Msg(format!($($arg)*))) };
+}
+
+impl From<crate::data::DataError> for Error {
+    fn from(e: crate::data::DataError) -> Self {
+        // A data error that wraps a runtime error unwraps to it, so messages are not nested twice.
+        match e {
+            crate::data::DataError::Tensor(inner) => inner,
+            other => Error::Data(Box::new(other)),
+        }
+    }
 }

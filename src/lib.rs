@@ -16,6 +16,7 @@ pub mod io;
 pub mod models;
 pub mod nn;
 pub mod pipeline;
+pub mod privacy;
 pub mod rng;
 pub mod tensor;
 pub mod testing;

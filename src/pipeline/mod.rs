@@ -2,5 +2,6 @@
 //! the CLI parses arguments and calls one of these.
 
 pub mod config;
+pub mod filter;
 pub mod forward;
 pub mod progress;

@@ -1,0 +1,4 @@
+//! Privacy: the filter rule, lineage, re-identification and alignment scoring.
+
+pub mod filter;
+pub mod lineage;

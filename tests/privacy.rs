@@ -1,0 +1,204 @@
+//! The filter rule on hand-made scores, the filter stage's files and errors,
+//! and the lineage check that keeps real images out of the distilled model.
+
+use privdistill::data::{Image, Manifest, Record};
+use privdistill::pipeline::filter::{relative_path, run as run_filter, FilterConfig};
+use privdistill::privacy::filter::{apply_filter, FilterRule, Reason, ScoreRecord};
+use privdistill::privacy::lineage::{Lineage, StageRecord};
+use std::path::Path;
+
+fn score(prompt: Option<u64>, sample: u64, s_reid: f64, s_align: Option<f64>) -> ScoreRecord {
+    ScoreRecord {
+        image: format!("images/p{}_s{sample}.png", prompt.map_or("u".to_string(), |p| p.to_string())),
+        prompt_index: prompt,
+        sample_index: sample,
+        s_reid,
+        matched_real: "images/real.png".into(),
+        s_align,
+    }
+}
+
+#[test]
+fn drops_reidentified_then_keeps_best_alignment() {
+    let scores = vec![
+        score(Some(0), 0, 0.10, Some(0.30)),
+        score(Some(0), 1, 0.70, Some(0.90)), // best alignment but re-identified: must not be kept
+        score(Some(0), 2, 0.20, Some(0.50)),
+        score(Some(0), 3, 0.50, Some(0.40)), // exactly δ counts as re-identified
+        score(Some(1), 0, 0.90, Some(0.20)),
+        score(Some(1), 1, 0.95, Some(0.10)), // prompt 1 loses every sample
+        score(Some(2), 0, 0.00, Some(0.60)), // tie on s_align: the lower sample index wins
+        score(Some(2), 1, 0.00, Some(0.60)),
+        score(None, 0, 0.30, None),
+        score(None, 1, 0.80, None),
+    ];
+    let (decisions, summary) = apply_filter(&scores, &FilterRule::default()).unwrap();
+    let kept: Vec<&str> = decisions.iter().filter(|d| d.kept).map(|d| d.score.image.as_str()).collect();
+    assert_eq!(kept, vec!["images/p0_s2.png", "images/p2_s0.png", "images/pu_s0.png"]);
+    let reason = |i: usize| decisions[i].reason;
+    assert_eq!(reason(1), Reason::Reidentified);
+    assert_eq!(reason(3), Reason::Reidentified);
+    assert_eq!(reason(0), Reason::Outranked);
+    assert_eq!(decisions[0].rank, Some(2));
+    assert_eq!(reason(7), Reason::Outranked);
+    assert_eq!(reason(8), Reason::UnconditionalPassed);
+    assert_eq!(summary.generated, 10);
+    assert_eq!(summary.reidentified, 5);
+    assert!((summary.r_reid - 0.5).abs() < 1e-12);
+    assert_eq!((summary.kept, summary.dropped, summary.prompts), (3, 7, 3));
+    assert_eq!(summary.prompts_all_dropped, vec![1]);
+    let all_align = (0.30 + 0.90 + 0.50 + 0.40 + 0.20 + 0.10 + 0.60 + 0.60) / 8.0;
+    assert!((summary.s_align_mean_all.unwrap() - all_align).abs() < 1e-12);
+    assert!((summary.s_align_mean_kept.unwrap() - 0.55).abs() < 1e-12);
+
+    // Top-2 per prompt.
+    let (decisions, summary) = apply_filter(&scores, &FilterRule { delta: 0.5, keep_per_prompt: 2 }).unwrap();
+    assert_eq!(summary.kept, 5);
+    assert!(decisions[0].kept && decisions[7].kept);
+}
+
+#[test]
+fn filter_rejects_bad_settings_and_scores() {
+    let ok = vec![score(Some(0), 0, 0.1, Some(0.2))];
+    for delta in [-0.1, 1.5, f64::NAN] {
+        let err = apply_filter(&ok, &FilterRule { delta, keep_per_prompt: 1 }).unwrap_err().to_string();
+        assert!(err.contains("delta"), "{err}");
+    }
+    assert!(apply_filter(&ok, &FilterRule { delta: 0.5, keep_per_prompt: 0 }).is_err());
+    let err = apply_filter(&[score(Some(0), 0, f64::NAN, Some(0.2))], &FilterRule::default()).unwrap_err().to_string();
+    assert!(err.contains("images/p0_s0.png") && err.contains("s_reid"), "{err}");
+    let err = apply_filter(&[score(Some(0), 0, 0.1, None)], &FilterRule::default()).unwrap_err().to_string();
+    assert!(err.contains("without s_align"), "{err}");
+    let twice = vec![score(Some(0), 0, 0.1, Some(0.2)), score(Some(0), 0, 0.1, Some(0.2))];
+    assert!(apply_filter(&twice, &FilterRule::default()).unwrap_err().to_string().contains("twice"));
+    // δ = 0 drops everything, δ = 1 keeps everything below certainty.
+    let (_, s) = apply_filter(&ok, &FilterRule { delta: 0.0, keep_per_prompt: 1 }).unwrap();
+    assert_eq!(s.kept, 0);
+    let (_, s) = apply_filter(&ok, &FilterRule { delta: 1.0, keep_per_prompt: 1 }).unwrap();
+    assert_eq!(s.kept, 1);
+}
+
+fn write_png(path: &Path, value: f32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let data: Vec<f32> = (0..64).map(|i| (value + i as f32 / 640.0).min(1.0)).collect();
+    Image::grey(8, 8, data).save_png(path).unwrap();
+}
+
+fn write_manifest(dir: &Path, records: Vec<Record>) -> Manifest {
+    let m = Manifest::new(dir.join("manifest.jsonl"), records);
+    std::fs::write(&m.path, m.to_jsonl()).unwrap();
+    Manifest::load(dir).unwrap()
+}
+
+/// A work dir with 2 real images and a synthetic set of 4 (2 prompts × 2).
+fn fake_work(root: &Path) -> (Manifest, Manifest) {
+    let real_dir = root.join("real");
+    let synth_dir = root.join("synth");
+    let mut real = Vec::new();
+    for i in 0..2 {
+        write_png(&real_dir.join(format!("images/r{i}.png")), 0.1 * i as f32);
+        let mut r = Record::new(format!("images/r{i}.png"), format!("patient{i}"));
+        r.text = Some(format!("report {i}"));
+        real.push(r);
+    }
+    let mut synth = Vec::new();
+    for p in 0..2u64 {
+        for j in 0..2u64 {
+            let name = format!("images/p{p}_s{j}.png");
+            write_png(&synth_dir.join(&name), 0.5 + 0.1 * (2 * p + j) as f32);
+            let mut r = Record::new(name, format!("patient{p}"));
+            r.prompt_index = Some(p);
+            r.text = Some(format!("report {p}"));
+            synth.push(r);
+        }
+    }
+    (write_manifest(&real_dir, real), write_manifest(&synth_dir, synth))
+}
+
+fn write_scores(path: &Path, scores: &[ScoreRecord]) {
+    let text: String = scores.iter().map(|s| serde_json::to_string(s).unwrap() + "\n").collect();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn filter_stage_writes_manifest_log_and_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_real, synth) = fake_work(dir.path());
+    let scores: Vec<ScoreRecord> = synth
+        .records
+        .iter()
+        .map(|r| ScoreRecord {
+            image: r.image.clone(),
+            prompt_index: r.prompt_index,
+            sample_index: if r.image.ends_with("s1.png") { 1 } else { 0 },
+            s_reid: if r.image == "images/p0_s0.png" { 0.9 } else { 0.1 },
+            matched_real: "images/r0.png".into(),
+            s_align: Some(if r.image.ends_with("s1.png") { 0.8 } else { 0.3 }),
+        })
+        .collect();
+    write_scores(&dir.path().join("scores.jsonl"), &scores);
+    let cfg = FilterConfig {
+        scores: dir.path().join("scores.jsonl"),
+        synth: dir.path().join("synth"),
+        out: dir.path().join("filtered"),
+        rule: FilterRule::default(),
+    };
+    let summary = run_filter(&cfg).unwrap();
+    assert_eq!((summary.generated, summary.reidentified, summary.kept), (4, 1, 2));
+    let filtered = Manifest::load(&dir.path().join("filtered")).unwrap();
+    let images: Vec<&str> = filtered.records.iter().map(|r| r.image.as_str()).collect();
+    assert_eq!(images, vec!["../synth/images/p0_s1.png", "../synth/images/p1_s1.png"]);
+    filtered.check_images().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("filtered/decisions.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 4);
+    assert!(log.contains("\"reason\":\"reidentified\""));
+
+    // Scores for an image that is not in the synthetic set, and an unscored image: clear errors naming the file.
+    write_scores(&cfg.scores, &[scores[0].clone(), ScoreRecord { image: "images/ghost.png".into(), ..scores[1].clone() }]);
+    let err = run_filter(&cfg).unwrap_err().to_string();
+    assert!(err.contains("scores.jsonl") && err.contains("ghost.png"), "{err}");
+    write_scores(&cfg.scores, &scores[..3]);
+    let err = run_filter(&cfg).unwrap_err().to_string();
+    assert!(err.contains("no score for images/p1_s1.png"), "{err}");
+    std::fs::write(&cfg.scores, "{\"image\": 3}\n").unwrap();
+    let err = run_filter(&cfg).unwrap_err().to_string();
+    assert!(err.contains("scores.jsonl") && err.contains("line 1"), "{err}");
+}
+
+#[test]
+fn lineage_refuses_real_images_and_unknown_provenance() {
+    let dir = tempfile::tempdir().unwrap();
+    let (real, synth) = fake_work(dir.path());
+    let mut lineage = Lineage::load_or_new(&dir.path().join("lineage.json")).unwrap();
+    // Without a registered real set nothing can be proven.
+    assert!(lineage.check_synthetic_only(&synth).unwrap_err().to_string().contains("no registered real dataset"));
+    lineage.register_real(&real).unwrap();
+    // Synthetic images not recorded by a sampling stage: unknown provenance.
+    let err = lineage.check_synthetic_only(&synth).unwrap_err().to_string();
+    assert!(err.contains("not generated by any sampling stage") && err.contains("line 1"), "{err}");
+    let mut sample = StageRecord::default();
+    for i in 0..synth.len() {
+        sample.generated_images.insert(privdistill::io::hash::sha256_file(synth.image_path(i)).unwrap());
+    }
+    lineage.record("sample-real", sample);
+    lineage.check_synthetic_only(&synth).unwrap();
+
+    // A training set that smuggles in a real image (a byte-identical copy under a synthetic name) is refused.
+    std::fs::copy(real.image_path(1), synth.image_path(2)).unwrap();
+    let err = lineage.check_synthetic_only(&synth).unwrap_err().to_string();
+    assert!(err.contains("line 3") && err.contains("is a real image"), "{err}");
+
+    // Round trip through the file.
+    let path = dir.path().join("lineage.json");
+    lineage.save(&path).unwrap();
+    assert_eq!(Lineage::load_or_new(&path).unwrap(), lineage);
+    std::fs::write(&path, "{\"version\": 99, \"real_images\": [], \"stages\": {}}").unwrap();
+    assert!(Lineage::load_or_new(&path).unwrap_err().to_string().contains("version 99"));
+}
+
+#[test]
+fn relative_paths_between_stage_folders() {
+    assert_eq!(relative_path(Path::new("/w/filtered"), Path::new("/w/synth")).unwrap(), Path::new("../synth"));
+    assert_eq!(relative_path(Path::new("/w/a/b"), Path::new("/w/c")).unwrap(), Path::new("../../c"));
+    assert_eq!(relative_path(Path::new("/w"), Path::new("/w/./x/../y")).unwrap(), Path::new("y"));
+}
