@@ -202,3 +202,120 @@ fn relative_paths_between_stage_folders() {
     assert_eq!(relative_path(Path::new("/w/a/b"), Path::new("/w/c")).unwrap(), Path::new("../../c"));
     assert_eq!(relative_path(Path::new("/w"), Path::new("/w/./x/../y")).unwrap(), Path::new("y"));
 }
+
+mod scoring {
+    use super::*;
+    use privdistill::pipeline::score::{part_path, score_with, ScoreConfig};
+    use privdistill::privacy::score::{AlignModel, NearestReal, ReidModel};
+    use privdistill::{Result, Tensor};
+
+    /// Pixels as the embedding; same-patient probability 1 / (1 + 1000·MSE).
+    struct PixelReid;
+    impl ReidModel for PixelReid {
+        fn embed_images(&self, images: &[Image]) -> Result<Tensor> {
+            let rows: Vec<f32> = images.iter().flat_map(|im| im.resize(8, 8).to_grey().data).collect();
+            Tensor::from_vec(rows, &[images.len(), 64])
+        }
+        fn pair_scores(&self, a: &Tensor, b: &Tensor) -> Result<Vec<f32>> {
+            let mse = a.sub(b)?.square()?.mean(&[1], false)?.to_vec::<f32>()?;
+            Ok(mse.into_iter().map(|m| 1.0 / (1.0 + 1000.0 * m)).collect())
+        }
+    }
+    /// Brighter images "align" better with longer texts: enough to test the plumbing.
+    struct BrightnessAlign;
+    impl AlignModel for BrightnessAlign {
+        fn align_scores(&self, images: &[Image], texts: &[&str]) -> Result<Vec<f32>> {
+            Ok(images.iter().zip(texts).map(|(im, t)| im.data.iter().sum::<f32>() / im.data.len() as f32 * t.len() as f32 / 10.0).collect())
+        }
+    }
+    struct BruteForce(Vec<Image>);
+    impl NearestReal for BruteForce {
+        fn nearest_real(&self, queries: &[Image], k: usize) -> Result<Vec<Vec<(usize, f32)>>> {
+            Ok(queries
+                .iter()
+                .map(|q| {
+                    let mut d: Vec<(usize, f32)> = self
+                        .0
+                        .iter()
+                        .enumerate()
+                        .map(|(i, g)| (i, q.data.iter().zip(&g.data).map(|(a, b)| (a - b) * (a - b)).sum::<f32>()))
+                        .collect();
+                    d.sort_by(|a, b| a.1.total_cmp(&b.1));
+                    d.truncate(k);
+                    d
+                })
+                .collect())
+        }
+    }
+
+    fn config(root: &Path) -> ScoreConfig {
+        ScoreConfig {
+            real: root.join("real"),
+            synth: root.join("synth"),
+            reid: root.join("reid"),
+            align: None,
+            retrieval: None,
+            out: root.join("scores.jsonl"),
+            batch_size: 3,
+            neighbours: 2,
+        }
+    }
+
+    #[test]
+    fn copies_of_the_prompt_image_score_as_reidentified() {
+        let dir = tempfile::tempdir().unwrap();
+        let (real, synth) = fake_work(dir.path());
+        // Sample 1 of prompt 1 is a byte copy of real image 1; add an unconditional copy of real image 0.
+        std::fs::copy(real.image_path(1), synth.image_path(3)).unwrap();
+        std::fs::copy(real.image_path(0), synth.root().join("images/u0.png")).unwrap();
+        let mut records = synth.records.clone();
+        let mut u = Record::new("images/u0.png", "uncond");
+        u.extra.insert("sample_index".into(), 0.into());
+        records.push(u);
+        for (k, r) in records.iter_mut().enumerate().take(4) {
+            r.extra.insert("sample_index".into(), ((k % 2) as u64).into());
+        }
+        write_manifest(&synth.root(), records);
+        let gallery: Vec<Image> = (0..real.len()).map(|i| real.load_image(i).unwrap()).collect();
+        let cfg = config(dir.path());
+        let summary = score_with(&cfg, &PixelReid, Some(&BrightnessAlign), Some(&BruteForce(gallery.clone()))).unwrap();
+        assert_eq!((summary.scored, summary.resumed), (5, 0));
+        let scores = privdistill::pipeline::filter::read_scores(&cfg.out).unwrap();
+        let copy = scores.iter().find(|s| s.image == "images/p1_s1.png").unwrap();
+        assert_eq!((copy.s_reid, copy.matched_real.as_str(), copy.sample_index), (1.0, "images/r1.png", 1));
+        let uncond = scores.iter().find(|s| s.image == "images/u0.png").unwrap();
+        assert_eq!((uncond.s_reid, uncond.matched_real.as_str(), uncond.s_align), (1.0, "images/r0.png", None));
+        let other = scores.iter().find(|s| s.image == "images/p0_s0.png").unwrap();
+        assert!(other.s_reid < 0.5 && other.s_align.is_some(), "{other:?}");
+        let clean = std::fs::read_to_string(&cfg.out).unwrap();
+
+        // Interrupted run: the part file holds the first line and a torn second one; the rerun completes it identically.
+        let lines: Vec<&str> = clean.lines().collect();
+        std::fs::remove_file(&cfg.out).unwrap();
+        std::fs::write(part_path(&cfg.out), format!("{}\n{}", lines[0], &lines[1][..10])).unwrap();
+        let summary = score_with(&cfg, &PixelReid, Some(&BrightnessAlign), Some(&BruteForce(gallery))).unwrap();
+        assert_eq!(summary.resumed, 1);
+        assert_eq!(std::fs::read_to_string(&cfg.out).unwrap(), clean);
+        assert!(!part_path(&cfg.out).exists());
+
+        // Missing networks are named.
+        let err = score_with(&cfg, &PixelReid, None, None).unwrap_err().to_string();
+        assert!(err.contains("alignment network"), "{err}");
+    }
+
+    #[test]
+    fn prompt_indices_must_exist_in_the_real_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_real, synth) = fake_work(dir.path());
+        let mut records = synth.records.clone();
+        records[2].prompt_index = Some(812);
+        write_manifest(&synth.root(), records.clone());
+        let err = score_with(&config(dir.path()), &PixelReid, Some(&BrightnessAlign), None).unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("prompt_index = 812") && err.contains("2 records"), "{err}");
+        records[2].prompt_index = Some(1);
+        records[2].extra.insert("source_image".into(), "images/elsewhere.png".into());
+        write_manifest(&synth.root(), records);
+        let err = score_with(&config(dir.path()), &PixelReid, Some(&BrightnessAlign), None).unwrap_err().to_string();
+        assert!(err.contains("source_image") && err.contains("different real set"), "{err}");
+    }
+}

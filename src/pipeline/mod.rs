@@ -5,3 +5,4 @@ pub mod config;
 pub mod filter;
 pub mod forward;
 pub mod progress;
+pub mod score;
