@@ -6,3 +6,4 @@ pub mod filter;
 pub mod forward;
 pub mod progress;
 pub mod score;
+pub mod workdir;
