@@ -4,6 +4,7 @@
 pub mod config;
 pub mod filter;
 pub mod forward;
+pub mod prepare;
 pub mod progress;
 pub mod score;
 pub mod workdir;

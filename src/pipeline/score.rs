@@ -249,3 +249,20 @@ fn read_part(part: &Path) -> Result<Vec<ScoreRecord>> {
         .map(|(n, line)| serde_json::from_str(line).map_err(|e| Error::file(part, format!("line {}: {e}", n + 1))))
         .collect()
 }
+
+/// Run the stage: load the networks from their folders and score.
+pub fn run(cfg: &ScoreConfig) -> Result<ScoreSummary> {
+    use crate::privacy::{align::AlignScorer, reid::ReidScorer, retrieval::RetrievalIndex};
+    let reid = ReidScorer::load(&cfg.reid)?;
+    let align = cfg.align.as_deref().map(AlignScorer::load).transpose()?;
+    let nearest = match &cfg.retrieval {
+        Some(dir) => {
+            // The gallery is the whole real set, so a neighbour's index is its record index.
+            let real = Manifest::load(&cfg.real)?;
+            let gallery: Vec<Image> = (0..real.len()).map(|i| real.load_image(i)).collect::<std::result::Result<_, _>>()?;
+            Some(RetrievalIndex::build(dir, &gallery)?)
+        }
+        None => None,
+    };
+    score_with(cfg, &reid, align.as_ref().map(|a| a as &dyn AlignModel), nearest.as_ref().map(|n| n as &dyn NearestReal))
+}
