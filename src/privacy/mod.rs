@@ -1,0 +1,13 @@
+//! The privacy side of Privacy Distillation: the networks that score synthetic
+//! images against the real data — re-identification ([`reid`]: s_reid),
+//! nearest-real-image retrieval for unconditional samples ([`retrieval`]) and
+//! image–text alignment ([`align`]: s_align) — their folders on disk
+//! ([`scorer_folder`]), the split real dataset they train on ([`dataset`]), and
+//! the audit of the filter's sensitivity and specificity ([`audit`]).
+
+pub mod align;
+pub mod audit;
+pub mod dataset;
+pub mod reid;
+pub mod retrieval;
+pub mod scorer_folder;
