@@ -20,6 +20,8 @@ enum Command {
     Data(Box<privdistill::data::cli::DataArgs>),
     /// Run one model on inputs from a safetensors file (and backpropagate a weighted output).
     Forward(ForwardCli),
+    /// Train the siamese re-identification network (s_reid) on a split real dataset.
+    TrainReid(privdistill::pipeline::scorer_stage::StageArgs),
 }
 
 #[derive(clap::Args)]
@@ -50,6 +52,11 @@ struct ForwardCli {
     train: bool,
 }
 
+/// Prints a stage summary as JSON on stdout.
+fn print_summary<T: serde::Serialize>(summary: T) {
+    println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -76,6 +83,11 @@ fn main() -> std::process::ExitCode {
             train: a.train,
         })
         .map_err(anyhow::Error::from),
+        Command::TrainReid(a) => {
+            use privdistill::pipeline::train_reid::{run, TrainReidConfig};
+            let base = if a.demo { TrainReidConfig::demo(&a.data_or("work/real"), &a.out_or("work/reid")) } else { TrainReidConfig::default() };
+            a.resolve(&base).and_then(|cfg| run(&cfg)).map(print_summary).map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -4,3 +4,5 @@
 pub mod config;
 pub mod forward;
 pub mod progress;
+pub mod scorer_stage;
+pub mod train_reid;
