@@ -6,3 +6,5 @@ pub mod forward;
 pub mod progress;
 pub mod scorer_stage;
 pub mod train_reid;
+pub mod train_align;
+pub mod train_retrieval;

@@ -159,8 +159,8 @@ pub fn load_weights(store: &ParamStore, file: &Path) -> Result<()> {
 }
 
 /// Loads tensors of `file` named `<name>` (or `<strip><name>`) into the entries of `store`
-/// under `prefix` (`prefix.<name>`). With `partial`, entries the file lacks keep their
-/// values and are returned; otherwise they are an error.
+/// under `prefix` (`prefix.<name>`). With `partial`, entries the file lacks or holds
+/// with another shape keep their values and are returned; otherwise they are an error.
 pub fn load_weights_with_prefix(store: &ParamStore, file: &Path, prefix: &str, partial: bool) -> Result<Vec<String>> {
     if !file.is_file() {
         return Err(Error::file(file, "the weights file is missing — has the network finished training?"));
@@ -179,7 +179,12 @@ pub fn load_weights_with_prefix(store: &ParamStore, file: &Path, prefix: &str, p
             // transformers checkpoints of a bare BertModel sometimes keep the `bert.` of the task model.
             for candidate in [local.clone(), format!("bert.{local}")] {
                 if st.contains(&candidate) {
-                    return st.get_checked(&candidate, shape, st.info(&candidate)?.0).map(Some);
+                    let (dtype, found) = st.info(&candidate)?;
+                    if partial && found != shape {
+                        // A pretrained tower's own head (e.g. torchvision's 1000-class `fc`) is not ours.
+                        return Ok(None);
+                    }
+                    return st.get_checked(&candidate, shape, dtype).map(Some);
                 }
             }
             Ok(None)
