@@ -20,6 +20,12 @@ enum Command {
     Data(Box<privdistill::data::cli::DataArgs>),
     /// Run one model on inputs from a safetensors file (and backpropagate a weighted output).
     Forward(ForwardCli),
+    /// Train the siamese re-identification network (s_reid) on a split real dataset.
+    TrainReid(privdistill::pipeline::scorer_stage::StageArgs),
+    /// Train the retrieval embedding (nearest real image of an unconditional sample).
+    TrainRetrieval(privdistill::pipeline::scorer_stage::StageArgs),
+    /// Train the image/text alignment encoders (s_align), optionally from pretrained towers.
+    TrainAlign(privdistill::pipeline::scorer_stage::StageArgs),
 }
 
 #[derive(clap::Args)]
@@ -50,6 +56,11 @@ struct ForwardCli {
     train: bool,
 }
 
+/// Prints a stage summary as JSON on stdout.
+fn print_summary<T: serde::Serialize>(summary: T) {
+    println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -76,6 +87,25 @@ fn main() -> std::process::ExitCode {
             train: a.train,
         })
         .map_err(anyhow::Error::from),
+        Command::TrainReid(a) => {
+            use privdistill::pipeline::train_reid::{run, TrainReidConfig};
+            let base = if a.demo { TrainReidConfig::demo(&a.data_or("work/real"), &a.out_or("work/reid")) } else { TrainReidConfig::default() };
+            a.resolve(&base).and_then(|cfg| run(&cfg)).map(print_summary).map_err(anyhow::Error::from)
+        }
+        Command::TrainRetrieval(a) => {
+            use privdistill::pipeline::train_retrieval::{run, TrainRetrievalConfig};
+            let base = if a.demo {
+                TrainRetrievalConfig::demo(&a.data_or("work/real"), &a.out_or("work/retrieval"))
+            } else {
+                TrainRetrievalConfig::default()
+            };
+            a.resolve(&base).and_then(|cfg| run(&cfg)).map(print_summary).map_err(anyhow::Error::from)
+        }
+        Command::TrainAlign(a) => {
+            use privdistill::pipeline::train_align::{run, TrainAlignConfig};
+            let base = if a.demo { TrainAlignConfig::demo(&a.data_or("work/real"), &a.out_or("work/align")) } else { TrainAlignConfig::default() };
+            a.resolve(&base).and_then(|cfg| run(&cfg)).map(print_summary).map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

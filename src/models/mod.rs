@@ -3,6 +3,7 @@
 //! transformers' CLIP text encoder and BERT, torchvision's ResNet-50 and
 //! DenseNet-121, and the siamese re-identification network.
 
+pub mod align;
 pub mod bert;
 pub mod blocks;
 pub mod clip_text;

@@ -8,3 +8,7 @@ pub mod prepare;
 pub mod progress;
 pub mod score;
 pub mod workdir;
+pub mod scorer_stage;
+pub mod train_reid;
+pub mod train_align;
+pub mod train_retrieval;

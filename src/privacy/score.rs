@@ -28,3 +28,24 @@ pub trait NearestReal {
     /// For each query, the `k` nearest gallery indices with their distances, nearest first.
     fn nearest_real(&self, queries: &[Image], k: usize) -> Result<Vec<Vec<(usize, f32)>>>;
 }
+
+impl ReidModel for super::reid::ReidScorer {
+    fn embed_images(&self, images: &[Image]) -> Result<crate::Tensor> {
+        self.embed(images)
+    }
+    fn pair_scores(&self, a: &crate::Tensor, b: &crate::Tensor) -> Result<Vec<f32>> {
+        self.score_embeddings(a, b)
+    }
+}
+
+impl AlignModel for super::align::AlignScorer {
+    fn align_scores(&self, images: &[Image], texts: &[&str]) -> Result<Vec<f32>> {
+        self.score(images, texts)
+    }
+}
+
+impl NearestReal for super::retrieval::RetrievalIndex {
+    fn nearest_real(&self, queries: &[Image], k: usize) -> Result<Vec<Vec<(usize, f32)>>> {
+        self.nearest(queries, k)
+    }
+}
