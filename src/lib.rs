@@ -15,7 +15,6 @@ pub mod eval;
 pub mod io;
 pub mod models;
 pub mod nn;
-pub mod privacy;
 pub mod pipeline;
 pub mod privacy;
 pub mod rng;

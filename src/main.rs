@@ -89,7 +89,8 @@ fn main() -> std::process::ExitCode {
         .map_err(anyhow::Error::from),
         Command::TrainReid(a) => {
             use privdistill::pipeline::train_reid::{run, TrainReidConfig};
-            let base = if a.demo { TrainReidConfig::demo(&a.data_or("work/real"), &a.out_or("work/reid")) } else { TrainReidConfig::default() };
+            let base =
+                if a.demo { TrainReidConfig::demo(&a.data_or("work/real"), &a.out_or("work/reid")) } else { TrainReidConfig::default() };
             a.resolve(&base).and_then(|cfg| run(&cfg)).map(print_summary).map_err(anyhow::Error::from)
         }
         Command::TrainRetrieval(a) => {
@@ -103,7 +104,8 @@ fn main() -> std::process::ExitCode {
         }
         Command::TrainAlign(a) => {
             use privdistill::pipeline::train_align::{run, TrainAlignConfig};
-            let base = if a.demo { TrainAlignConfig::demo(&a.data_or("work/real"), &a.out_or("work/align")) } else { TrainAlignConfig::default() };
+            let base =
+                if a.demo { TrainAlignConfig::demo(&a.data_or("work/real"), &a.out_or("work/align")) } else { TrainAlignConfig::default() };
             a.resolve(&base).and_then(|cfg| run(&cfg)).map(print_summary).map_err(anyhow::Error::from)
         }
     };

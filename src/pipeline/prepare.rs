@@ -50,7 +50,10 @@ pub fn prepare_real(data: &Path, out: &Path, split: &SplitSettings) -> Result<Pr
     manifest.check_images()?;
     if let Some(i) = manifest.records.iter().position(|r| r.text.as_deref().is_none_or(|t| t.trim().is_empty())) {
         let line = manifest.lines.get(i).copied().unwrap_or(i + 1);
-        return Err(Error::file(&manifest.path, format!("line {line}: field text is missing: every real image needs its report (the prompt)")));
+        return Err(Error::file(
+            &manifest.path,
+            format!("line {line}: field text is missing: every real image needs its report (the prompt)"),
+        ));
     }
     let has_split = manifest.records.iter().all(|r| r.split.is_some());
     if !has_split {
