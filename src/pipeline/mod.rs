@@ -4,3 +4,8 @@
 pub mod config;
 pub mod forward;
 pub mod progress;
+pub mod model_folder;
+pub mod train_vae;
+pub mod export;
+pub mod sample;
+pub mod train_ldm;
