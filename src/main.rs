@@ -26,6 +26,89 @@ enum Command {
     TrainRetrieval(privdistill::pipeline::scorer_stage::StageArgs),
     /// Train the image/text alignment encoders (s_align), optionally from pretrained towers.
     TrainAlign(privdistill::pipeline::scorer_stage::StageArgs),
+    /// Train the autoencoder (VAE) of the latent diffusion model and estimate its scaling factor.
+    TrainVae(StageCli),
+    /// Train a text-to-image latent diffusion model and write a diffusers model folder.
+    TrainLdm(StageCli),
+    /// Sample images for prompts with classifier-free guidance into a synthetic dataset.
+    Sample(Box<SampleCli>),
+    /// Write a model folder for sharing (diffusers layout + model card).
+    Export(ExportCli),
+}
+
+/// A stage configured by a TOML file and `--set key=value` overrides.
+#[derive(clap::Args)]
+struct StageCli {
+    /// The stage's config (TOML, or JSON by extension); omitted: the defaults (or the demo preset with --demo).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override one option, e.g. `--set steps=200 --set optimizer.lr=1e-4` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Start from the demo preset (work/ paths) instead of the full-size defaults.
+    #[arg(long)]
+    demo: bool,
+    /// Continue from the checkpoint in the output folder.
+    #[arg(long)]
+    resume: bool,
+}
+
+#[derive(clap::Args)]
+struct SampleCli {
+    /// The model folder (ours, or any diffusers Stable Diffusion folder).
+    #[arg(long)]
+    model: PathBuf,
+    /// A dataset folder / manifest.jsonl (each record's text), or a text file (one prompt a line).
+    #[arg(long)]
+    prompts: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Splits of a manifest to take prompts from, comma-separated (empty: all records).
+    #[arg(long, value_delimiter = ',', default_value = "train")]
+    splits: Vec<String>,
+    /// Initial noise: a safetensors file with tensor `latents` [prompts × per-prompt, C, h, w].
+    #[arg(long)]
+    latents: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    per_prompt: usize,
+    #[arg(long, default_value_t = 4.0)]
+    guidance_scale: f64,
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Default: the sampler the model's scheduler/ names.
+    #[arg(long, value_enum)]
+    sampler: Option<privdistill::diffusion::sampler::SamplerKind>,
+    /// DDIM's eta.
+    #[arg(long, default_value_t = 0.0)]
+    eta: f64,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Only the first K prompts.
+    #[arg(long)]
+    limit_prompts: Option<usize>,
+    /// Only these prompt indices, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    prompt_indices: Option<Vec<usize>>,
+}
+
+#[derive(clap::Args)]
+struct ExportCli {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Model card fields: a JSON object file (data, delta, counts, R_reid, metrics, ...).
+    #[arg(long)]
+    card: Option<PathBuf>,
+    #[arg(long)]
+    title: Option<String>,
+}
+
+fn print_summary<T: serde::Serialize>(summary: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(summary)?);
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -57,7 +140,7 @@ struct ForwardCli {
 }
 
 /// Prints a stage summary as JSON on stdout.
-fn print_summary<T: serde::Serialize>(summary: T) {
+fn show_summary<T: serde::Serialize>(summary: T) {
     println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
 }
 
@@ -91,7 +174,7 @@ fn main() -> std::process::ExitCode {
             use privdistill::pipeline::train_reid::{run, TrainReidConfig};
             let base =
                 if a.demo { TrainReidConfig::demo(&a.data_or("work/real"), &a.out_or("work/reid")) } else { TrainReidConfig::default() };
-            a.resolve(&base).and_then(|cfg| run(&cfg)).map(print_summary).map_err(anyhow::Error::from)
+            a.resolve(&base).and_then(|cfg| run(&cfg)).map(show_summary).map_err(anyhow::Error::from)
         }
         Command::TrainRetrieval(a) => {
             use privdistill::pipeline::train_retrieval::{run, TrainRetrievalConfig};
@@ -100,14 +183,63 @@ fn main() -> std::process::ExitCode {
             } else {
                 TrainRetrievalConfig::default()
             };
-            a.resolve(&base).and_then(|cfg| run(&cfg)).map(print_summary).map_err(anyhow::Error::from)
+            a.resolve(&base).and_then(|cfg| run(&cfg)).map(show_summary).map_err(anyhow::Error::from)
         }
         Command::TrainAlign(a) => {
             use privdistill::pipeline::train_align::{run, TrainAlignConfig};
             let base =
                 if a.demo { TrainAlignConfig::demo(&a.data_or("work/real"), &a.out_or("work/align")) } else { TrainAlignConfig::default() };
-            a.resolve(&base).and_then(|cfg| run(&cfg)).map(print_summary).map_err(anyhow::Error::from)
+            a.resolve(&base).and_then(|cfg| run(&cfg)).map(show_summary).map_err(anyhow::Error::from)
         }
+        Command::TrainVae(a) => (|| {
+            use privdistill::pipeline::{train_ldm::configure, train_vae};
+            let base = if a.demo { train_vae::TrainVaeConfig::demo("work/real", "work/vae") } else { Default::default() };
+            let mut cfg: train_vae::TrainVaeConfig = configure(a.config.as_deref(), base, &a.set)?;
+            cfg.resume |= a.resume;
+            print_summary(&train_vae::run(&cfg)?)
+        })(),
+        Command::TrainLdm(a) => (|| {
+            use privdistill::pipeline::train_ldm::{configure, run, TrainLdmConfig};
+            let base = if a.demo { TrainLdmConfig::demo("work/real", "work/vae", "work/ldm-real") } else { Default::default() };
+            let mut cfg: TrainLdmConfig = configure(a.config.as_deref(), base, &a.set)?;
+            cfg.resume |= a.resume;
+            print_summary(&run(&cfg)?)
+        })(),
+        Command::Sample(a) => (|| {
+            use privdistill::pipeline::sample::{run, SampleConfig};
+            let cfg = SampleConfig {
+                model: a.model,
+                prompts: a.prompts,
+                splits: a.splits.into_iter().filter(|s| !s.is_empty()).collect(),
+                out: a.out,
+                per_prompt: a.per_prompt,
+                guidance_scale: a.guidance_scale,
+                steps: a.steps,
+                sampler: a.sampler,
+                eta: a.eta,
+                batch_size: a.batch_size,
+                seed: a.seed,
+                limit_prompts: a.limit_prompts,
+                prompt_indices: a.prompt_indices,
+                latents: a.latents,
+                stop_after_batches: None,
+            };
+            print_summary(&run(&cfg)?)
+        })(),
+        Command::Export(a) => (|| {
+            use privdistill::pipeline::export::{run, ExportConfig};
+            let card = match &a.card {
+                Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)
+                    .map_err(|e| anyhow::anyhow!("{}: model card fields must be a JSON object: {e}", p.display()))?,
+                None => Default::default(),
+            };
+            let mut cfg = ExportConfig { model: a.model, out: a.out, card, ..Default::default() };
+            if let Some(t) = a.title {
+                cfg.title = t;
+            }
+            run(&cfg)?;
+            Ok(())
+        })(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -12,3 +12,8 @@ pub mod train_align;
 pub mod train_reid;
 pub mod train_retrieval;
 pub mod workdir;
+pub mod model_folder;
+pub mod train_vae;
+pub mod export;
+pub mod sample;
+pub mod train_ldm;
