@@ -9,4 +9,6 @@ pub mod fid;
 pub mod gradcam;
 pub mod metrics;
 pub mod msssim;
+pub mod plots;
 pub mod prdc;
+pub mod report;

@@ -2,5 +2,8 @@
 //! the CLI parses arguments and calls one of these.
 
 pub mod config;
+pub mod eval_cli;
+pub mod evaluate;
 pub mod forward;
 pub mod progress;
+pub mod report;
