@@ -38,7 +38,7 @@ pub struct ClassifierConfig {
     /// Square input side (the classifier contract: grey, [-1024, 1024]).
     pub image_size: usize,
     /// Labels to learn; `None` picks them (CheXpert's five when present, else every label with
-    /// `min_positives` positives and negatives in training and both classes in the test split).
+    /// `min_positives` positives and negatives in training and two of each class in the test split).
     pub labels: Option<Vec<String>>,
     /// Smallest positive (and negative) count a label needs to be picked.
     pub min_positives: usize,
@@ -88,7 +88,7 @@ impl ClassifierConfig {
             densenet: DenseNetConfig { growth_rate: 12, block_config: vec![2, 2, 2, 2], num_init_features: 24, bn_size: 2, num_classes: 1, in_channels: 1 },
             image_size: 64,
             batch_size: 32,
-            ce_epochs: 3,
+            ce_epochs: 6,
             ce_optimizer: AdamWConfig { lr: 2e-3, weight_decay: 1e-5, ..AdamWConfig::default() },
             aucm_epochs: 2,
             pesg: PesgConfig { decay_epochs: vec![1], ..PesgConfig::default() },
@@ -182,14 +182,15 @@ impl LabelledSet {
 }
 
 /// The labels to learn: CheXpert's five where the data have them, else every label with at least
-/// `min_positives` positives and as many negatives among `train`, and both classes among `test`,
+/// `min_positives` positives and as many negatives among `train`, and two of each class among `test`,
 /// most frequent first.
 pub fn select_labels(real: &Manifest, train: &[usize], test: &[usize], min_positives: usize) -> Result<Vec<String>> {
     let count = |idx: &[usize], name: &str| idx.iter().filter(|&&i| real.records[i].has_label(name)).count();
     let names = real.label_names();
     let usable = |name: &str| {
         let (p, tp) = (count(train, name), count(test, name));
-        p >= min_positives && train.len() - p >= min_positives && tp > 0 && tp < test.len()
+        // Two of each class in the test split at least, or the AUC rests on a single image.
+        p >= min_positives && train.len() - p >= min_positives && tp >= 2 && test.len() - tp >= 2
     };
     let chexpert: Vec<String> = CHEXPERT_FIVE.iter().filter(|n| names.iter().any(|m| m == *n)).map(|n| n.to_string()).collect();
     let mut chosen: Vec<String> = if chexpert.is_empty() {
@@ -201,7 +202,7 @@ pub fn select_labels(real: &Manifest, train: &[usize], test: &[usize], min_posit
     if chosen.is_empty() {
         return Err(Error::file(
             &real.path,
-            format!("no label has {min_positives} positives and negatives in the train split and both classes in the test split"),
+            format!("no label has {min_positives} positives and negatives in the train split and two of each class in the test split"),
         ));
     }
     Ok(chosen)
