@@ -228,3 +228,183 @@ fn converted_torchxrayvision_densenet_gives_the_reference_features() {
     let err = FeatureExtractor::torchxrayvision(&fixture("aucm.safetensors"), None).err().unwrap().to_string();
     assert!(err.contains("aucm.safetensors") && err.contains("missing"), "{err}");
 }
+
+// ----- evaluate + report over a fake work directory ------------------------------------------------
+
+mod workdir {
+    use privdistill::data::{Image, Manifest, Record, Split};
+    use privdistill::eval::classifier::ClassifierConfig;
+    use privdistill::eval::fid::KidSettings;
+    use privdistill::models::densenet::DenseNetConfig;
+    use privdistill::pipeline::evaluate::{self, EvaluateConfig};
+    use privdistill::pipeline::report::{self, ReportConfig};
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    /// A 32×32 picture whose look depends on `kind` (the label) and `seed` (the patient).
+    fn picture(kind: usize, seed: usize) -> Image {
+        let n = 32;
+        let data = (0..n * n)
+            .map(|i| {
+                let (x, y) = ((i % n) as f32, (i / n) as f32);
+                let base = 0.5 + 0.3 * ((x + seed as f32) / 5.0).sin() * ((y - seed as f32) / 7.0).cos();
+                (base + if kind == 1 && (x - 16.0).abs() < 6.0 { 0.25 } else { 0.0 }).clamp(0.0, 1.0)
+            })
+            .collect();
+        Image::grey(n, n, data)
+    }
+
+    fn write_dataset(dir: &Path, records: Vec<Record>, images: &[(String, Image)]) {
+        std::fs::create_dir_all(dir.join("images")).unwrap();
+        for (name, img) in images {
+            img.save_png(&dir.join(name)).unwrap();
+        }
+        Manifest::new(dir.join("manifest.jsonl"), records).save().unwrap();
+    }
+
+    fn write_json(path: &Path, v: serde_json::Value) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, serde_json::to_string(&v).unwrap()).unwrap();
+    }
+
+    /// real (32 images, 16 patients, splits, labels A and B), synth (2 per train prompt, no labels),
+    /// filtered, synth-distill, scores, filter summary, decisions, timings, re-id and align metrics.
+    pub fn build(w: &Path) {
+        let (mut recs, mut imgs) = (Vec::new(), Vec::new());
+        for i in 0..32 {
+            let a = usize::from(i % 2 == 0);
+            let name = format!("images/r{i}.png");
+            let mut r = Record::new(&name, format!("p{}", i / 2));
+            r.labels = Some(BTreeMap::from([("A".to_string(), a as u8), ("B".to_string(), u8::from(i % 4 < 2))]));
+            r.text = Some(format!("report {i}"));
+            r.split = Some(if i < 20 { Split::Train } else { Split::Test });
+            recs.push(r);
+            imgs.push((name, picture(a, i / 2)));
+        }
+        write_dataset(&w.join("real"), recs, &imgs);
+        let (mut synth, mut simgs, mut scores, mut decisions, mut filtered, mut distill, mut dimgs) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for p in 0..20usize {
+            for j in 0..2usize {
+                let name = format!("images/s{p}_{j}.png");
+                let mut r = Record::new(&name, format!("p{}", p / 2));
+                r.prompt_index = Some(p as u64);
+                r.extra.insert("sample_index".into(), j.into());
+                synth.push(r);
+                simgs.push((name.clone(), picture(usize::from(p % 2 == 0), p / 2 + 3 + j)));
+                let s_reid = if j == 0 { 0.9 } else { 0.1 + 0.01 * p as f64 };
+                scores.push(serde_json::json!({"image": name, "prompt_index": p, "sample_index": j, "s_reid": s_reid,
+                    "matched_real": format!("images/r{p}.png"), "s_align": 0.2 + 0.01 * (p + j) as f64}));
+                decisions.push(serde_json::json!({"image": name, "kept": j == 1, "reason": if j == 1 { "best s_align" } else { "s_reid >= delta" }}));
+                if j == 1 {
+                    let mut f = Record::new(format!("../synth/{name}"), format!("p{}", p / 2));
+                    f.prompt_index = Some(p as u64);
+                    filtered.push(f);
+                }
+            }
+            let dname = format!("images/d{p}.png");
+            let mut d = Record::new(&dname, "uncond");
+            d.prompt_index = Some(p as u64);
+            distill.push(d);
+            dimgs.push((dname, picture(usize::from(p % 2 == 0), p + 7)));
+        }
+        write_dataset(&w.join("synth"), synth, &simgs);
+        write_dataset(&w.join("synth-distill"), distill, &dimgs);
+        std::fs::create_dir_all(w.join("filtered")).unwrap();
+        Manifest::new(w.join("filtered/manifest.jsonl"), filtered).save().unwrap();
+        let lines = |v: &[serde_json::Value]| v.iter().map(|x| x.to_string() + "\n").collect::<String>();
+        std::fs::write(w.join("scores.jsonl"), lines(&scores)).unwrap();
+        std::fs::write(w.join("filtered/decisions.jsonl"), lines(&decisions)).unwrap();
+        write_json(&w.join("filtered/filter_summary.json"), serde_json::json!({"delta": 0.5, "generated": 40, "reidentified": 20,
+            "r_reid": 0.5, "kept": 20, "dropped": 20, "prompts": 20, "prompts_all_dropped": [], "s_align_mean_all": 0.3,
+            "s_align_mean_kept": 0.345, "s_reid_mean_all": 0.6}));
+        write_json(&w.join("distill_summary.json"), serde_json::json!({"r_reid": 0.075, "generated": 20, "reidentified": 1, "s_align_mean": 0.271}));
+        write_json(&w.join("reid/metrics.json"), serde_json::json!({"test_auc": {"value": 0.875, "lo": 0.8, "hi": 0.95, "level": 0.95, "resamples": 10},
+            "roc": [{"threshold": null, "fpr": 0.0, "tpr": 0.0}, {"threshold": 0.5, "fpr": 0.1, "tpr": 0.8}, {"threshold": 0.0, "fpr": 1.0, "tpr": 1.0}]}));
+        write_json(&w.join("align/metrics.json"), serde_json::json!({"s_align_real_mean": 0.417}));
+        write_json(&w.join("timings.json"), serde_json::json!({"stages": [{"name": "train-ldm", "seconds": 12.5, "skipped": false}, {"name": "sample", "seconds": 3.25, "skipped": true}]}));
+    }
+
+    pub fn tiny_evaluation(w: &Path) -> EvaluateConfig {
+        EvaluateConfig {
+            classifier: ClassifierConfig {
+                densenet: DenseNetConfig { growth_rate: 4, block_config: vec![1, 1], num_init_features: 8, bn_size: 2, num_classes: 1, in_channels: 1 },
+                image_size: 32,
+                min_positives: 3,
+                batch_size: 8,
+                ce_epochs: 1,
+                aucm_epochs: 1,
+                bootstrap: 20,
+                workers: 1,
+                ..ClassifierConfig::demo()
+            },
+            kid: KidSettings { subsets: 4, max_subset_size: 50, seed: 0 },
+            msssim_pairs: 4,
+            ..evaluate::for_work(w)
+        }
+    }
+
+    #[test]
+    fn evaluate_and_report_on_a_small_work_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = tmp.path();
+        build(w);
+        let summary = evaluate::run(&tiny_evaluation(w)).unwrap();
+        assert_eq!(summary.labels, ["A", "B"], "both labels have 10 positives and negatives in training and 6 of each in test");
+        for name in ["real", "synthetic", "filtered", "distilled"] {
+            let d = &summary.datasets[name];
+            assert!(d.fidelity.as_ref().unwrap().fid.value.is_finite(), "{name}");
+            assert!(d.ms_ssim.unwrap() > 0.0, "{name}");
+        }
+        assert!(summary.datasets["filtered"].classifier.is_none());
+        // Synthetic records had no labels: they were copied from the real record of their prompt.
+        assert_eq!(summary.datasets["synthetic"].classifier.as_ref().unwrap().training.images, 20, "capped at the real training split");
+        assert!(w.join("eval/evaluation.json").is_file() && w.join("eval/classifier-real/model.safetensors").is_file());
+
+        let md_path = report::run(&ReportConfig::for_work(w)).unwrap();
+        let md = std::fs::read_to_string(&md_path).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(w.join("report/report.json")).unwrap()).unwrap();
+        let fid_synth = summary.datasets["synthetic"].fidelity.as_ref().unwrap().fid.value;
+        for needle in ["δ = 0.5", "| synthetic (D_synth) | 40 | 50.0% |", "| distilled (D_distill) | 20 | 7.5% |", "0.417", "0.345", "0.271",
+            "test AUC 0.875", "| train-ldm | 12.5 |", "skipped", &format!("{fid_synth:.2}"), "our own DenseNet classifier"] {
+            assert!(md.contains(needle), "report.md lacks {needle:?}:\n{md}");
+        }
+        // The filtered row: every kept sample is under δ.
+        assert!(md.contains("| filtered (D_filtered) | 20 | 0.0% |"), "{md}");
+        assert_eq!(json["rows"][1]["r_reid"], 0.5);
+        assert!((json["rows"][1]["fid"].as_f64().unwrap() - fid_synth).abs() < 1e-12);
+        assert!(json["not_run"].as_array().unwrap().is_empty(), "{}", json["not_run"]);
+        for png in ["s_reid_hist.png", "s_align_hist.png", "roc_classifier.png", "roc_reid.png", "samples.png"] {
+            let img = privdistill::data::read_image(&w.join("report").join(png)).unwrap();
+            assert!(img.width > 300 && img.height > 300 && img.channels == 3, "{png}");
+            assert!(md.contains(png), "report.md does not show {png}");
+        }
+
+        // The CLI: FID between two sets on the features of the trained real classifier.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_privdistill"))
+            .args(["eval", "fid"])
+            .arg(w.join("real"))
+            .arg(w.join("synth"))
+            .arg("--classifier")
+            .arg(w.join("eval/classifier-real"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        for needle in ["FID:", "KID:", "precision:", "recall:", "32 vs 40"] {
+            assert!(stdout.contains(needle), "eval fid output lacks {needle:?}:\n{stdout}");
+        }
+    }
+
+    #[test]
+    fn report_of_an_empty_work_directory_lists_what_did_not_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let md = std::fs::read_to_string(report::run(&ReportConfig::for_work(tmp.path())).unwrap()).unwrap();
+        assert!(md.contains("## Not run") && md.contains("evaluation (work/eval/evaluation.json)") && md.contains("filtering"), "{md}");
+        // A file that exists but is broken is an error naming it.
+        std::fs::create_dir_all(tmp.path().join("filtered")).unwrap();
+        std::fs::write(tmp.path().join("filtered/filter_summary.json"), "{not json").unwrap();
+        let err = report::run(&ReportConfig::for_work(tmp.path())).unwrap_err().to_string();
+        assert!(err.contains("filter_summary.json"), "{err}");
+    }
+}

@@ -102,7 +102,7 @@ pub fn histogram_png(
             .y_desc("fraction of images")
             .label_style((FONT, 16))
             .axis_desc_style((FONT, 18))
-            .light_line_style(RGBColor(235, 235, 235))
+            .light_line_style(TRANSPARENT)
             .draw()
             .map_err(plot_err(path))?;
         for (k, (s, c)) in series.iter().zip(&counts).enumerate() {
@@ -175,7 +175,7 @@ pub fn roc_png(path: &Path, title: &str, panels: &[(String, Vec<RocSeries>)]) ->
                 .y_desc("true-positive rate")
                 .label_style((FONT, 14))
                 .axis_desc_style((FONT, 16))
-                .light_line_style(RGBColor(235, 235, 235))
+                .light_line_style(TRANSPARENT)
                 .draw()
                 .map_err(plot_err(path))?;
             chart.draw_series(LineSeries::new(vec![(0.0, 0.0), (1.0, 1.0)], RGBColor(150, 150, 150).stroke_width(1))).map_err(plot_err(path))?;
@@ -205,16 +205,16 @@ pub fn roc_png(path: &Path, title: &str, panels: &[(String, Vec<RocSeries>)]) ->
 /// A grid of images with column titles and row labels; `None` cells show "—". Images are scaled to `cell`
 /// pixels square (nearest neighbour, so small images stay crisp).
 pub fn image_grid_png(path: &Path, title: &str, columns: &[String], rows: &[(String, Vec<Option<Image>>)], cell: u32) -> Result<()> {
-    let (label_w, head_h, gap) = (170u32, 80u32, 6u32);
+    let (label_w, head_h, gap) = (150u32, 76u32, 8u32);
     let width = label_w + columns.len() as u32 * (cell + gap) + gap;
     let height = head_h + rows.len() as u32 * (cell + gap) + gap;
     with_canvas(path, width, height, |root| {
         let text = |s: &str, size: u32, x: i32, y: i32| -> Result<()> {
             root.draw(&Text::new(s.to_string(), (x, y), (FONT, size).into_font().color(&BLACK))).map_err(plot_err(path))
         };
-        text(title, 24, 10, 8)?;
+        text(title, 20, 10, 10)?;
         for (c, name) in columns.iter().enumerate() {
-            text(name, 18, (label_w + gap + c as u32 * (cell + gap)) as i32, 48)?;
+            text(name, 17, (label_w + gap + c as u32 * (cell + gap)) as i32, 48)?;
         }
         for (r, (label, cells)) in rows.iter().enumerate() {
             let y0 = head_h + r as u32 * (cell + gap);

@@ -351,8 +351,9 @@ fn sample_grid(cfg: &ReportConfig, real: &Manifest, synth: &Manifest, filtered: 
             ],
         ));
     }
-    let columns = ["real", "synthetic (max s_reid)", "filtered (kept)", "distilled"].map(String::from);
-    image_grid_png(&cfg.out.join("samples.png"), "Same prompt, four sources", &columns, &rows, 128)
+    let columns = ["real", "synthetic", "filtered", "distilled"].map(String::from);
+    let title = "Same prompt: real | synthetic (max s_reid) | kept | distilled";
+    image_grid_png(&cfg.out.join("samples.png"), title, &columns, &rows, 144)
 }
 
 /// An image for a figure; one that cannot be read shows as an empty cell.
@@ -392,6 +393,6 @@ fn gradcam_figure(cfg: &ReportConfig, real: &Manifest, synth: &Manifest, scores:
         return Ok(false);
     }
     let columns = ["synthetic", "Grad-CAM++", "matched real", "Grad-CAM++"].map(String::from);
-    image_grid_png(&cfg.out.join("gradcam.png"), "Where the re-identification network looks", &columns, &rows, 128)?;
+    image_grid_png(&cfg.out.join("gradcam.png"), "Grad-CAM++: where the re-identification network looks", &columns, &rows, 144)?;
     Ok(true)
 }
