@@ -72,7 +72,8 @@ fn kid_is_the_unbiased_mmd_with_the_cubic_kernel() {
     let a = Features::new(3, 1, vec![0.0, 1.0, 2.0]).unwrap();
     let b = Features::new(3, 1, vec![1.0, -1.0, 0.5]).unwrap();
     let k = |x: f64, y: f64| (x * y + 1.0f64).powi(3);
-    let within = |p: &[f64]| -> f64 { (0..3).flat_map(|i| (0..3).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| k(p[i], p[j])).sum() };
+    let within =
+        |p: &[f64]| -> f64 { (0..3).flat_map(|i| (0..3).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| k(p[i], p[j])).sum() };
     let (pa, pb) = ([0.0, 1.0, 2.0], [1.0, -1.0, 0.5]);
     let cross: f64 = pa.iter().flat_map(|&x| pb.iter().map(move |&y| k(x, y))).sum();
     let expected = (within(&pa) + within(&pb)) / 6.0 - 2.0 * cross / 9.0;
@@ -111,7 +112,9 @@ fn ms_ssim_is_one_for_identical_images_and_drops_with_noise() {
     let img = Image::grey(n, n, base.clone());
     close(ms_ssim(&img, &img).unwrap(), 1.0, 1e-9, "self MS-SSIM");
     let mut rng = privdistill::Rng::new(3);
-    let noisy = |s: f32, rng: &mut privdistill::Rng| Image::grey(n, n, base.iter().map(|v| (v + s * rng.normal() as f32).clamp(0.0, 1.0)).collect());
+    let noisy = |s: f32, rng: &mut privdistill::Rng| {
+        Image::grey(n, n, base.iter().map(|v| (v + s * rng.normal() as f32).clamp(0.0, 1.0)).collect())
+    };
     let (light, heavy) = (noisy(0.05, &mut rng), noisy(0.3, &mut rng));
     let (m_light, m_heavy) = (ms_ssim(&img, &light).unwrap(), ms_ssim(&img, &heavy).unwrap());
     assert!(1.0 > m_light && m_light > m_heavy && m_heavy >= 0.0, "{m_light} {m_heavy}");
@@ -218,12 +221,18 @@ fn gradcam_pp_matches_torch_on_the_siamese_fixture() {
 #[test]
 fn converted_torchxrayvision_densenet_gives_the_reference_features() {
     use privdistill::eval::features::FeatureExtractor;
-    let cfg: privdistill::models::densenet::DenseNetConfig = serde_json::from_str(&std::fs::read_to_string(fixture("xrv_tiny.json")).unwrap()).unwrap();
+    let cfg: privdistill::models::densenet::DenseNetConfig =
+        serde_json::from_str(&std::fs::read_to_string(fixture("xrv_tiny.json")).unwrap()).unwrap();
     let fx = FeatureExtractor::torchxrayvision(&fixture("xrv_tiny.safetensors"), Some(cfg)).unwrap();
     let manifest = std::sync::Arc::new(privdistill::data::Manifest::load(&fixture("xrv_images")).unwrap());
     let got = fx.extract(&manifest, vec![0, 1], 2, 1).unwrap();
     let want = SafeTensorsFile::open(fixture("xrv_features.safetensors")).unwrap().get("features").unwrap();
-    assert_tensor_close(&Tensor::from_vec(got.data.iter().map(|&v| v as f32).collect::<Vec<f32>>(), &[got.n, got.dim]).unwrap(), &want, 1e-3, "features");
+    assert_tensor_close(
+        &Tensor::from_vec(got.data.iter().map(|&v| v as f32).collect::<Vec<f32>>(), &[got.n, got.dim]).unwrap(),
+        &want,
+        1e-3,
+        "features",
+    );
     // A file without the network's tensors is refused by name.
     let err = FeatureExtractor::torchxrayvision(&fixture("aucm.safetensors"), None).err().unwrap().to_string();
     assert!(err.contains("aucm.safetensors") && err.contains("missing"), "{err}");
@@ -295,7 +304,9 @@ mod workdir {
                 let s_reid = if j == 0 { 0.9 } else { 0.1 + 0.01 * p as f64 };
                 scores.push(serde_json::json!({"image": name, "prompt_index": p, "sample_index": j, "s_reid": s_reid,
                     "matched_real": format!("images/r{p}.png"), "s_align": 0.2 + 0.01 * (p + j) as f64}));
-                decisions.push(serde_json::json!({"image": name, "kept": j == 1, "reason": if j == 1 { "best s_align" } else { "s_reid >= delta" }}));
+                decisions.push(
+                    serde_json::json!({"image": name, "kept": j == 1, "reason": if j == 1 { "best s_align" } else { "s_reid >= delta" }}),
+                );
                 if j == 1 {
                     let mut f = Record::new(format!("../synth/{name}"), format!("p{}", p / 2));
                     f.prompt_index = Some(p as u64);
@@ -315,20 +326,39 @@ mod workdir {
         let lines = |v: &[serde_json::Value]| v.iter().map(|x| x.to_string() + "\n").collect::<String>();
         std::fs::write(w.join("scores.jsonl"), lines(&scores)).unwrap();
         std::fs::write(w.join("filtered/decisions.jsonl"), lines(&decisions)).unwrap();
-        write_json(&w.join("filtered/filter_summary.json"), serde_json::json!({"delta": 0.5, "generated": 40, "reidentified": 20,
+        write_json(
+            &w.join("filtered/filter_summary.json"),
+            serde_json::json!({"delta": 0.5, "generated": 40, "reidentified": 20,
             "r_reid": 0.5, "kept": 20, "dropped": 20, "prompts": 20, "prompts_all_dropped": [], "s_align_mean_all": 0.3,
-            "s_align_mean_kept": 0.345, "s_reid_mean_all": 0.6}));
-        write_json(&w.join("distill_summary.json"), serde_json::json!({"r_reid": 0.075, "generated": 20, "reidentified": 1, "s_align_mean": 0.271}));
-        write_json(&w.join("reid/metrics.json"), serde_json::json!({"test_auc": {"value": 0.875, "lo": 0.8, "hi": 0.95, "level": 0.95, "resamples": 10},
-            "roc": [{"threshold": null, "fpr": 0.0, "tpr": 0.0}, {"threshold": 0.5, "fpr": 0.1, "tpr": 0.8}, {"threshold": 0.0, "fpr": 1.0, "tpr": 1.0}]}));
+            "s_align_mean_kept": 0.345, "s_reid_mean_all": 0.6}),
+        );
+        write_json(
+            &w.join("distill_summary.json"),
+            serde_json::json!({"r_reid": 0.075, "generated": 20, "reidentified": 1, "s_align_mean": 0.271}),
+        );
+        write_json(
+            &w.join("reid/metrics.json"),
+            serde_json::json!({"test_auc": {"value": 0.875, "lo": 0.8, "hi": 0.95, "level": 0.95, "resamples": 10},
+            "roc": [{"threshold": null, "fpr": 0.0, "tpr": 0.0}, {"threshold": 0.5, "fpr": 0.1, "tpr": 0.8}, {"threshold": 0.0, "fpr": 1.0, "tpr": 1.0}]}),
+        );
         write_json(&w.join("align/metrics.json"), serde_json::json!({"s_align_real_mean": 0.417}));
-        write_json(&w.join("timings.json"), serde_json::json!({"stages": [{"name": "train-ldm", "seconds": 12.5, "skipped": false}, {"name": "sample", "seconds": 3.25, "skipped": true}]}));
+        write_json(
+            &w.join("timings.json"),
+            serde_json::json!({"stages": [{"name": "train-ldm", "seconds": 12.5, "skipped": false}, {"name": "sample", "seconds": 3.25, "skipped": true}]}),
+        );
     }
 
     pub fn tiny_evaluation(w: &Path) -> EvaluateConfig {
         EvaluateConfig {
             classifier: ClassifierConfig {
-                densenet: DenseNetConfig { growth_rate: 4, block_config: vec![1, 1], num_init_features: 8, bn_size: 2, num_classes: 1, in_channels: 1 },
+                densenet: DenseNetConfig {
+                    growth_rate: 4,
+                    block_config: vec![1, 1],
+                    num_init_features: 8,
+                    bn_size: 2,
+                    num_classes: 1,
+                    in_channels: 1,
+                },
                 image_size: 32,
                 min_positives: 3,
                 batch_size: 8,
@@ -365,8 +395,19 @@ mod workdir {
         let md = std::fs::read_to_string(&md_path).unwrap();
         let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(w.join("report/report.json")).unwrap()).unwrap();
         let fid_synth = summary.datasets["synthetic"].fidelity.as_ref().unwrap().fid.value;
-        for needle in ["δ = 0.5", "| synthetic (D_synth) | 40 | 50.0% |", "| distilled (D_distill) | 20 | 7.5% |", "0.417", "0.345", "0.271",
-            "test AUC 0.875", "| train-ldm | 12.5 |", "skipped", &format!("{fid_synth:.2}"), "our own DenseNet classifier"] {
+        for needle in [
+            "δ = 0.5",
+            "| synthetic (D_synth) | 40 | 50.0% |",
+            "| distilled (D_distill) | 20 | 7.5% |",
+            "0.417",
+            "0.345",
+            "0.271",
+            "test AUC 0.875",
+            "| train-ldm | 12.5 |",
+            "skipped",
+            &format!("{fid_synth:.2}"),
+            "our own DenseNet classifier",
+        ] {
             assert!(md.contains(needle), "report.md lacks {needle:?}:\n{md}");
         }
         // The filtered row: every kept sample is under δ.

@@ -81,7 +81,10 @@ impl AucmLoss {
     pub fn forward(&self, scores: &Tensor, targets: &Tensor) -> Result<Tensor> {
         let c = self.imratio.len();
         if scores.rank() != 2 || scores.shape()[1] != c || targets.shape() != scores.shape() {
-            return Err(Error::bad_shape("aucm_loss", format!("scores {:?} and targets {:?} must both be [N, {c}]", scores.shape(), targets.shape())));
+            return Err(Error::bad_shape(
+                "aucm_loss",
+                format!("scores {:?} and targets {:?} must both be [N, {c}]", scores.shape(), targets.shape()),
+            ));
         }
         let p = Tensor::from_vec(self.imratio.iter().map(|&v| v as f32).collect::<Vec<f32>>(), &[c])?.to_device(scores.device())?;
         let q = p.affine(-1.0, 1.0)?; // 1 − p
@@ -130,10 +133,8 @@ impl Pesg {
                 if g.shape() != p.shape() {
                     return Err(Error::msg(format!("PESG: gradient of `{name}` has shape {:?}, the parameter {:?}", g.shape(), p.shape())));
                 }
-                let d = g
-                    .clamp(-c, c)?
-                    .add(&p.sub(r)?.mul_scalar(1.0 / self.config.gamma)?)?
-                    .add(&p.mul_scalar(self.config.weight_decay)?)?;
+                let d =
+                    g.clamp(-c, c)?.add(&p.sub(r)?.mul_scalar(1.0 / self.config.gamma)?)?.add(&p.mul_scalar(self.config.weight_decay)?)?;
                 p.assign(&p.sub(&d.mul_scalar(lr)?)?)?;
             }
             if let Some(g) = grads.get(&self.alpha) {

@@ -85,7 +85,14 @@ impl ClassifierConfig {
     /// A small DenseNet (blocks 2-2-2-2, growth 12) at 64×64 for the offline demo.
     pub fn demo() -> Self {
         ClassifierConfig {
-            densenet: DenseNetConfig { growth_rate: 12, block_config: vec![2, 2, 2, 2], num_init_features: 24, bn_size: 2, num_classes: 1, in_channels: 1 },
+            densenet: DenseNetConfig {
+                growth_rate: 12,
+                block_config: vec![2, 2, 2, 2],
+                num_init_features: 24,
+                bn_size: 2,
+                num_classes: 1,
+                in_channels: 1,
+            },
             image_size: 64,
             batch_size: 32,
             ce_epochs: 6,
@@ -124,7 +131,10 @@ impl LabelledSet {
             let source = match (&rec.labels, rec.prompt_index, real) {
                 (Some(l), ..) => l,
                 (None, Some(p), Some(real)) => real.records.get(p as usize).and_then(|r| r.labels.as_ref()).ok_or_else(|| {
-                    Error::file(&manifest.path, format!("line {line}: field `prompt_index`: {p} has no labelled record in {}", real.path.display()))
+                    Error::file(
+                        &manifest.path,
+                        format!("line {line}: field `prompt_index`: {p} has no labelled record in {}", real.path.display()),
+                    )
                 })?,
                 _ => {
                     return Err(Error::file(
@@ -137,7 +147,10 @@ impl LabelledSet {
                 .iter()
                 .map(|name| {
                     source.get(name).map(|&v| f32::from(v == 1)).ok_or_else(|| {
-                        Error::file(&manifest.path, format!("line {line}: field `labels`: label `{name}` is missing — every record needs every chosen label"))
+                        Error::file(
+                            &manifest.path,
+                            format!("line {line}: field `labels`: label `{name}` is missing — every record needs every chosen label"),
+                        )
                     })
                 })
                 .collect::<Result<Vec<f32>>>()?;

@@ -33,13 +33,16 @@ pub struct FeatureExtractor {
 /// `op_threshs`) are ignored, missing ones (other than BatchNorm batch counters) are an error naming the file.
 pub fn load_store(store: &ParamStore, path: &Path) -> Result<()> {
     let file = SafeTensorsFile::open(path)?;
-    let missing = store.load_matching(|name, shape| {
-        if file.contains(name) {
-            file.get_checked(name, shape, file.info(name)?.0).map(Some)
-        } else {
-            Ok(None)
-        }
-    })?;
+    let missing =
+        store.load_matching(
+            |name, shape| {
+                if file.contains(name) {
+                    file.get_checked(name, shape, file.info(name)?.0).map(Some)
+                } else {
+                    Ok(None)
+                }
+            },
+        )?;
     let missing: Vec<&String> = missing.iter().filter(|n| !n.ends_with("num_batches_tracked")).collect();
     if let Some(first) = missing.first() {
         return Err(Error::file(

@@ -102,7 +102,8 @@ impl Cam {
             for x in 0..width {
                 let (x0, x1, fx) = sample(self.width, width, x);
                 let v = |yy: usize, xx: usize| self.values[yy * self.width + xx];
-                out[y * width + x] = (1.0 - fy) * ((1.0 - fx) * v(y0, x0) + fx * v(y0, x1)) + fy * ((1.0 - fx) * v(y1, x0) + fx * v(y1, x1));
+                out[y * width + x] =
+                    (1.0 - fy) * ((1.0 - fx) * v(y0, x0) + fx * v(y0, x1)) + fy * ((1.0 - fx) * v(y1, x0) + fx * v(y1, x1));
             }
         }
         let max = out.iter().copied().fold(0f32, f32::max);

@@ -16,8 +16,14 @@ const FONT: &str = "sans-serif";
 static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
 /// Colours of successive series (colour-blind-safe Okabe–Ito).
-pub const SERIES_COLOURS: [RGBColor; 6] =
-    [RGBColor(0, 114, 178), RGBColor(213, 94, 0), RGBColor(0, 158, 115), RGBColor(204, 121, 167), RGBColor(230, 159, 0), RGBColor(86, 180, 233)];
+pub const SERIES_COLOURS: [RGBColor; 6] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+];
 
 fn register_font() {
     static ONCE: Once = Once::new();
@@ -42,7 +48,12 @@ fn write_png(path: &Path, buf: &[u8], width: u32, height: u32) -> Result<()> {
 }
 
 /// Draw on a fresh white `width × height` canvas with `draw`, then write it to `path`.
-fn with_canvas(path: &Path, width: u32, height: u32, draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<()>) -> Result<()> {
+fn with_canvas(
+    path: &Path,
+    width: u32,
+    height: u32,
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<()>,
+) -> Result<()> {
     register_font();
     let mut buf = vec![255u8; (width * height * 3) as usize];
     {
@@ -178,7 +189,9 @@ pub fn roc_png(path: &Path, title: &str, panels: &[(String, Vec<RocSeries>)]) ->
                 .light_line_style(TRANSPARENT)
                 .draw()
                 .map_err(plot_err(path))?;
-            chart.draw_series(LineSeries::new(vec![(0.0, 0.0), (1.0, 1.0)], RGBColor(150, 150, 150).stroke_width(1))).map_err(plot_err(path))?;
+            chart
+                .draw_series(LineSeries::new(vec![(0.0, 0.0), (1.0, 1.0)], RGBColor(150, 150, 150).stroke_width(1)))
+                .map_err(plot_err(path))?;
             for (k, c) in curves.iter().enumerate() {
                 let colour = SERIES_COLOURS[k % SERIES_COLOURS.len()];
                 chart

@@ -62,15 +62,13 @@ pub fn prdc(real: &Features, fake: &Features, k: usize) -> Result<Prdc> {
         .collect();
     let precision = holding.iter().filter(|&&c| c > 0).count() as f64 / fake.n as f64;
     let density = holding.iter().sum::<usize>() as f64 / (k as f64 * fake.n as f64);
-    let recall = (0..real.n)
-        .into_par_iter()
-        .filter(|&i| (0..fake.n).any(|j| squared_distance(real.row(i), fake.row(j)) <= fake_radii[j]))
-        .count() as f64
-        / real.n as f64;
-    let coverage = (0..real.n)
-        .into_par_iter()
-        .filter(|&i| (0..fake.n).any(|j| squared_distance(real.row(i), fake.row(j)) <= real_radii[i]))
-        .count() as f64
-        / real.n as f64;
+    let recall =
+        (0..real.n).into_par_iter().filter(|&i| (0..fake.n).any(|j| squared_distance(real.row(i), fake.row(j)) <= fake_radii[j])).count()
+            as f64
+            / real.n as f64;
+    let coverage =
+        (0..real.n).into_par_iter().filter(|&i| (0..fake.n).any(|j| squared_distance(real.row(i), fake.row(j)) <= real_radii[i])).count()
+            as f64
+            / real.n as f64;
     Ok(Prdc { precision, recall, density, coverage, k })
 }

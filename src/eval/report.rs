@@ -174,7 +174,15 @@ pub fn render_markdown(r: &Report) -> String {
         let _ = writeln!(s, "| pathology | test positives | trained on real | on synthetic | on distilled |");
         let _ = writeln!(s, "|---|---:|---|---|---|");
         for l in &r.labels {
-            let _ = writeln!(s, "| {} | {} | {} | {} | {} |", l.label, l.test_positives, estimate(&l.auc[0]), estimate(&l.auc[1]), estimate(&l.auc[2]));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                l.label,
+                l.test_positives,
+                estimate(&l.auc[0]),
+                estimate(&l.auc[1]),
+                estimate(&l.auc[2])
+            );
         }
     }
     if let Some(f) = &r.filter {
@@ -218,7 +226,13 @@ pub fn render_markdown(r: &Report) -> String {
         let mut total = 0.0;
         for t in &r.timings {
             total += t.seconds;
-            let _ = writeln!(s, "| {} | {}{} |", t.name, format_args!("{:.1}", t.seconds), if t.skipped { " (skipped, done earlier)" } else { "" });
+            let _ = writeln!(
+                s,
+                "| {} | {}{} |",
+                t.name,
+                format_args!("{:.1}", t.seconds),
+                if t.skipped { " (skipped, done earlier)" } else { "" }
+            );
         }
         let _ = writeln!(s, "| **total** | **{total:.1}** |");
     }

@@ -134,7 +134,9 @@ fn split_or_all(m: &Manifest, split: Split) -> Vec<usize> {
 pub fn run_fid(a: &FidArgs) -> Result<()> {
     let extractor = match (&a.features_weights, &a.classifier) {
         (Some(w), _) => FeatureExtractor::torchxrayvision(w, None)?,
-        (None, Some(dir)) => Classifier::load(dir)?.into_feature_extractor(format!("pooled features of the classifier in {}", dir.display())),
+        (None, Some(dir)) => {
+            Classifier::load(dir)?.into_feature_extractor(format!("pooled features of the classifier in {}", dir.display()))
+        }
         (None, None) => {
             return Err(Error::msg(
                 "eval fid: give --features-weights (torchxrayvision DenseNet-121 converted by \

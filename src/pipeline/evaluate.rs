@@ -287,11 +287,23 @@ pub fn run(cfg: &EvaluateConfig) -> Result<EvaluateSummary> {
         };
         datasets.insert(
             name.to_string(),
-            DatasetEvaluation { path: path.clone(), sha256, images: m.len(), fidelity: Some(fidelity(&f)?), ms_ssim: diversity(&m, &all)?, classifier },
+            DatasetEvaluation {
+                path: path.clone(),
+                sha256,
+                images: m.len(),
+                fidelity: Some(fidelity(&f)?),
+                ms_ssim: diversity(&m, &all)?,
+                classifier,
+            },
         );
     }
-    let summary =
-        EvaluateSummary { settings: cfg.clone(), features_source: extractor.source.clone(), labels, datasets, seconds: start.elapsed().as_secs_f64() };
+    let summary = EvaluateSummary {
+        settings: cfg.clone(),
+        features_source: extractor.source.clone(),
+        labels,
+        datasets,
+        seconds: start.elapsed().as_secs_f64(),
+    };
     write_atomic_json(cfg.out.join("evaluation.json"), &summary)?;
     Ok(summary)
 }

@@ -165,7 +165,13 @@ pub fn run(cfg: &ReportConfig) -> Result<PathBuf> {
     report.delta = filter.as_ref().map(|f| f.delta);
     report.reid_auc = reid_metrics.as_ref().and_then(|m| number_at(m, &["test_auc", "auc", "test.auc"]));
     if let Some(t) = &timings {
-        report.timings = t.get("stages").cloned().map(serde_json::from_value).transpose().map_err(|e| Error::file(w.join("timings.json"), e.to_string()))?.unwrap_or_default();
+        report.timings = t
+            .get("stages")
+            .cloned()
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| Error::file(w.join("timings.json"), e.to_string()))?
+            .unwrap_or_default();
     }
 
     // s_reid and s_align of all samples, of the kept ones, and of the distilled model's samples.
@@ -220,18 +226,32 @@ pub fn run(cfg: &ReportConfig) -> Result<PathBuf> {
         report.settings = serde_json::to_value(&e.settings).unwrap_or(Value::Null);
         for (k, label) in e.labels.iter().enumerate() {
             let auc_of = |name: &str| ds(name).and_then(|d| d.classifier.as_ref()).and_then(|c| c.test.labels.get(k)).and_then(|l| l.auc);
-            let test_positives = ds("real").and_then(|d| d.classifier.as_ref()).and_then(|c| c.test.labels.get(k)).map_or(0, |l| l.positives);
-            report.labels.push(LabelRow { label: label.clone(), test_positives, auc: [auc_of("real"), auc_of("synthetic"), auc_of("distilled")] });
+            let test_positives =
+                ds("real").and_then(|d| d.classifier.as_ref()).and_then(|c| c.test.labels.get(k)).map_or(0, |l| l.positives);
+            report.labels.push(LabelRow {
+                label: label.clone(),
+                test_positives,
+                auc: [auc_of("real"), auc_of("synthetic"), auc_of("distilled")],
+            });
         }
         for (name, d) in &e.datasets {
-            report.datasets.push(DatasetInfo { name: name.clone(), path: d.path.display().to_string(), images: d.images, sha256: d.sha256.clone() });
+            report.datasets.push(DatasetInfo {
+                name: name.clone(),
+                path: d.path.display().to_string(),
+                images: d.images,
+                sha256: d.sha256.clone(),
+            });
         }
         if e.settings.features_weights.is_none() {
-            report.notes.push(format!("No torchxrayvision weights were given: FID, KID, precision and recall use the {}.", e.features_source));
+            report
+                .notes
+                .push(format!("No torchxrayvision weights were given: FID, KID, precision and recall use the {}.", e.features_source));
         }
     }
     if let Ok(h) = crate::io::hash::sha256_file(w.join("lineage.json")) {
-        report.notes.push(format!("Lineage record work/lineage.json (SHA-256 {h}) lists the content hash of every stage's inputs and outputs."));
+        report
+            .notes
+            .push(format!("Lineage record work/lineage.json (SHA-256 {h}) lists the content hash of every stage's inputs and outputs."));
     }
 
     // Figures.
@@ -245,7 +265,15 @@ pub fn run(cfg: &ReportConfig) -> Result<PathBuf> {
             series.push(HistogramSeries { label: "D_distill".into(), values: &sreid_distill });
         }
         let label = format!("δ = {delta}");
-        histogram_png(&cfg.out.join("s_reid_hist.png"), "Re-identification score before and after filtering", "s_reid", &series, (0.0, 1.0), 25, Some((delta, &label)))?;
+        histogram_png(
+            &cfg.out.join("s_reid_hist.png"),
+            "Re-identification score before and after filtering",
+            "s_reid",
+            &series,
+            (0.0, 1.0),
+            25,
+            Some((delta, &label)),
+        )?;
         fig(&mut report, "s_reid_hist.png", "s_reid before and after filtering (paper Fig. 4)");
     }
     if !salign_all.is_empty() {
@@ -259,7 +287,15 @@ pub fn run(cfg: &ReportConfig) -> Result<PathBuf> {
         let all: Vec<f64> = series.iter().flat_map(|s| s.values.iter().copied()).collect();
         let lo = all.iter().cloned().fold(f64::INFINITY, f64::min).min(0.0);
         let hi = all.iter().cloned().fold(f64::NEG_INFINITY, f64::max).max(lo + 1e-6);
-        histogram_png(&cfg.out.join("s_align_hist.png"), "Image-text alignment before and after filtering", "s_align", &series, (lo, hi), 25, None)?;
+        histogram_png(
+            &cfg.out.join("s_align_hist.png"),
+            "Image-text alignment before and after filtering",
+            "s_align",
+            &series,
+            (lo, hi),
+            25,
+            None,
+        )?;
         fig(&mut report, "s_align_hist.png", "s_align before and after filtering (paper Fig. 4)");
     }
     if let Some(e) = &evaluation {
@@ -286,7 +322,11 @@ pub fn run(cfg: &ReportConfig) -> Result<PathBuf> {
     }
     if let Some(points) = reid_metrics.as_ref().and_then(|m| m.get("roc")).and_then(roc_points) {
         let label = format!("siamese re-id (AUC {})", report.reid_auc.map_or("—".into(), |a| format!("{a:.3}")));
-        roc_png(&cfg.out.join("roc_reid.png"), "Re-identification network, test pairs", &[("same patient?".into(), vec![RocSeries { label, points }])])?;
+        roc_png(
+            &cfg.out.join("roc_reid.png"),
+            "Re-identification network, test pairs",
+            &[("same patient?".into(), vec![RocSeries { label, points }])],
+        )?;
         fig(&mut report, "roc_reid.png", "ROC curve of the re-identification network");
     }
     if let (Some(real), Some(synth)) = (&real, &synth) {
@@ -295,7 +335,11 @@ pub fn run(cfg: &ReportConfig) -> Result<PathBuf> {
     }
     if let (Some(real), Some(synth), Some(scores)) = (&real, &synth, &scores) {
         match gradcam_figure(cfg, real, synth, scores) {
-            Ok(true) => fig(&mut report, "gradcam.png", "Grad-CAM++ of the re-identification network on the most re-identifiable pairs (paper Fig. 5a)"),
+            Ok(true) => fig(
+                &mut report,
+                "gradcam.png",
+                "Grad-CAM++ of the re-identification network on the most re-identifiable pairs (paper Fig. 5a)",
+            ),
             Ok(false) => {}
             Err(e) => report.notes.push(format!("Grad-CAM++ figure not drawn: {e}")),
         }
@@ -308,7 +352,14 @@ pub fn run(cfg: &ReportConfig) -> Result<PathBuf> {
 }
 
 /// Real | synthetic | filtered | distilled images for the first prompts that have a kept sample.
-fn sample_grid(cfg: &ReportConfig, real: &Manifest, synth: &Manifest, filtered: Option<&Manifest>, distilled: Option<&Manifest>, scores: Option<&[ScoreLine]>) -> Result<()> {
+fn sample_grid(
+    cfg: &ReportConfig,
+    real: &Manifest,
+    synth: &Manifest,
+    filtered: Option<&Manifest>,
+    distilled: Option<&Manifest>,
+    scores: Option<&[ScoreLine]>,
+) -> Result<()> {
     let by_prompt = |m: &Manifest| -> BTreeMap<u64, usize> {
         let mut map = BTreeMap::new();
         for (i, r) in m.records.iter().enumerate() {
@@ -372,7 +423,8 @@ fn gradcam_figure(cfg: &ReportConfig, real: &Manifest, synth: &Manifest, scores:
     let v = read_json(&config_path)?.unwrap_or(Value::Null);
     let arch: SiameseConfig = serde_json::from_value(v.get("architecture").cloned().unwrap_or(Value::Null))
         .map_err(|e| Error::file(&config_path, format!("field `architecture`: {e}")))?;
-    let size = v.pointer("/input/size").and_then(Value::as_u64).ok_or_else(|| Error::file(&config_path, "field `input.size` is missing"))? as usize;
+    let size = v.pointer("/input/size").and_then(Value::as_u64).ok_or_else(|| Error::file(&config_path, "field `input.size` is missing"))?
+        as usize;
     let store = crate::nn::ParamStore::new(crate::DType::F32, crate::Device::Cpu, 0);
     let model = SiameseReid::new(&store.root().frozen(), &arch)?;
     crate::eval::features::load_store(&store, &weights)?;
