@@ -34,6 +34,14 @@ enum Command {
     Sample(Box<SampleCli>),
     /// Write a model folder for sharing (diffusers layout + model card).
     Export(ExportCli),
+    /// Evaluation tools: FID/KID/precision/recall between image sets, the downstream classifier.
+    Eval(privdistill::pipeline::eval_cli::EvalArgs),
+    /// Train the downstream DenseNet classifier (cross-entropy, then AUC-M + PESG) and test it.
+    TrainClassifier(privdistill::pipeline::eval_cli::ClassifierArgs),
+    /// Evaluate real, synthetic, filtered and distilled data (FID, KID, precision/recall, MS-SSIM, AUC).
+    Evaluate(privdistill::pipeline::eval_cli::EvaluateArgs),
+    /// Write report.md, report.json and figures from whatever the work directory holds.
+    Report(privdistill::pipeline::eval_cli::ReportArgs),
 }
 
 /// A stage configured by a TOML file and `--set key=value` overrides.
@@ -240,6 +248,14 @@ fn main() -> std::process::ExitCode {
             run(&cfg)?;
             Ok(())
         })(),
+        Command::Eval(a) => match &a.command {
+            privdistill::pipeline::eval_cli::EvalCommand::Fid(f) => privdistill::pipeline::eval_cli::run_fid(f),
+            privdistill::pipeline::eval_cli::EvalCommand::Classifier(c) => privdistill::pipeline::eval_cli::run_classifier(c).map(|_| ()),
+        }
+        .map_err(anyhow::Error::from),
+        Command::TrainClassifier(a) => privdistill::pipeline::eval_cli::run_classifier(&a).map(|_| ()).map_err(anyhow::Error::from),
+        Command::Evaluate(a) => privdistill::pipeline::eval_cli::run_evaluate(&a).map_err(anyhow::Error::from),
+        Command::Report(a) => privdistill::pipeline::eval_cli::run_report(&a).map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -41,12 +41,19 @@ pub fn roc_auc(scores: &[f64], labels: &[bool]) -> Result<f64> {
 /// One point of a ROC curve.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RocPoint {
-    /// Scores ≥ this count as positive.
+    /// Scores ≥ this count as positive. JSON has no infinity, so the first point's +∞ is written as
+    /// `null` and read back as +∞.
+    #[serde(deserialize_with = "threshold_or_infinity")]
     pub threshold: f64,
     /// False-positive rate.
     pub fpr: f64,
     /// True-positive rate.
     pub tpr: f64,
+}
+
+fn threshold_or_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    use serde::Deserialize;
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
 }
 
 /// The ROC curve, from (0, 0) at threshold +∞ to (1, 1), one point per

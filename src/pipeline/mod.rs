@@ -3,6 +3,8 @@
 
 pub mod config;
 pub mod filter;
+pub mod eval_cli;
+pub mod evaluate;
 pub mod forward;
 pub mod prepare;
 pub mod progress;
@@ -17,3 +19,4 @@ pub mod train_vae;
 pub mod export;
 pub mod sample;
 pub mod train_ldm;
+pub mod report;
