@@ -26,6 +26,20 @@ enum Command {
     TrainRetrieval(privdistill::pipeline::scorer_stage::StageArgs),
     /// Train the image/text alignment encoders (s_align), optionally from pretrained towers.
     TrainAlign(privdistill::pipeline::scorer_stage::StageArgs),
+    /// Audit the re-identification filter: sensitivity/specificity on held-out pairs, augmented copies, memorised samples.
+    Audit(AuditCli),
+}
+
+#[derive(clap::Args)]
+struct AuditCli {
+    #[command(flatten)]
+    stage: privdistill::pipeline::scorer_stage::StageArgs,
+    /// The re-identification scorer folder.
+    #[arg(long)]
+    reid: Option<PathBuf>,
+    /// Samples of a deliberately memorising model (a synthetic dataset folder).
+    #[arg(long)]
+    synthetic: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -105,6 +119,22 @@ fn main() -> std::process::ExitCode {
             use privdistill::pipeline::train_align::{run, TrainAlignConfig};
             let base = if a.demo { TrainAlignConfig::demo(&a.data_or("work/real"), &a.out_or("work/align")) } else { TrainAlignConfig::default() };
             a.resolve(&base).and_then(|cfg| run(&cfg)).map(print_summary).map_err(anyhow::Error::from)
+        }
+        Command::Audit(a) => {
+            use privdistill::pipeline::audit::{run, AuditConfig};
+            use privdistill::pipeline::scorer_stage::path_override;
+            let mut stage = a.stage;
+            let base = if stage.demo {
+                AuditConfig::demo(a.reid.as_deref().unwrap_or("work/reid".as_ref()), &stage.data_or("work/real"), &stage.out_or("work/audit"))
+            } else {
+                AuditConfig::default()
+            };
+            for (key, path) in [("reid", &a.reid), ("synthetic", &a.synthetic)] {
+                if let Some(p) = path {
+                    stage.overrides.push(path_override(key, p));
+                }
+            }
+            stage.resolve(&base).and_then(|cfg| run(&cfg)).map(print_summary).map_err(anyhow::Error::from)
         }
     };
     match result {

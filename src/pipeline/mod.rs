@@ -8,3 +8,4 @@ pub mod scorer_stage;
 pub mod train_reid;
 pub mod train_align;
 pub mod train_retrieval;
+pub mod audit;
