@@ -14,8 +14,16 @@ struct Cli {
 enum Command {
     /// Report the version, CPU, SIMD features and CUDA status.
     Doctor,
-    /// Run the whole pipeline on the shipped chest X-ray data.
-    Demo,
+    /// Run the whole pipeline on the shipped chest X-ray data (or `--data DIR`), ending in a report.
+    Demo(privdistill::pipeline::run_cli::DemoArgs),
+    /// Run the whole Privacy Distillation chain from a pipeline.toml in one work directory (resumable).
+    Run(privdistill::pipeline::run_cli::RunArgs),
+    /// Score synthetic images: s_reid against the real image of their prompt (or nearest real images), s_align.
+    Score(privdistill::pipeline::run_cli::ScoreArgs),
+    /// Drop samples with s_reid >= delta, keep the best-aligned per prompt; writes the filtered set and a decision log.
+    Filter(privdistill::pipeline::run_cli::FilterArgs),
+    /// Train the distilled model on a filtered set, refused unless its lineage holds no real image.
+    Distill(privdistill::pipeline::run_cli::DistillArgs),
     /// Datasets: split by patient, import, generate phantoms, summarise.
     Data(Box<privdistill::data::cli::DataArgs>),
     /// Run one model on inputs from a safetensors file (and backpropagate a weighted output).
@@ -42,6 +50,8 @@ enum Command {
     Evaluate(privdistill::pipeline::eval_cli::EvaluateArgs),
     /// Write report.md, report.json and figures from whatever the work directory holds.
     Report(privdistill::pipeline::eval_cli::ReportArgs),
+    /// Audit the re-identification filter: sensitivity/specificity on held-out pairs, augmented copies, memorised samples.
+    Audit(AuditCli),
 }
 
 /// A stage configured by a TOML file and `--set key=value` overrides.
@@ -120,6 +130,18 @@ fn print_summary<T: serde::Serialize>(summary: &T) -> anyhow::Result<()> {
 }
 
 #[derive(clap::Args)]
+struct AuditCli {
+    #[command(flatten)]
+    stage: privdistill::pipeline::scorer_stage::StageArgs,
+    /// The re-identification scorer folder.
+    #[arg(long)]
+    reid: Option<PathBuf>,
+    /// Samples of a deliberately memorising model (a synthetic dataset folder).
+    #[arg(long)]
+    synthetic: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct ForwardCli {
     #[arg(long, value_enum)]
     model: privdistill::models::zoo::ModelKind,
@@ -159,11 +181,11 @@ fn main() -> std::process::ExitCode {
             print!("{}", privdistill::doctor::report());
             Ok(())
         }
-        Command::Demo => Err(anyhow::anyhow!(
-            "demo: the pipeline is not built yet. When it is, `demo` will train a VAE and a latent diffusion model on \
-             assets/cxr-real-a, sample 10 images per prompt, score them with a re-identification network, filter, train the \
-             distilled model and write a report. Today only the tensor runtime exists (see `privdistill doctor`)."
-        )),
+        Command::Demo(a) => privdistill::pipeline::run_cli::demo(&a).map_err(anyhow::Error::from),
+        Command::Run(a) => privdistill::pipeline::run_cli::run(&a).map_err(anyhow::Error::from),
+        Command::Score(a) => privdistill::pipeline::run_cli::score(&a).map_err(anyhow::Error::from),
+        Command::Filter(a) => privdistill::pipeline::run_cli::filter(&a).map_err(anyhow::Error::from),
+        Command::Distill(a) => privdistill::pipeline::run_cli::distill(&a).map_err(anyhow::Error::from),
         Command::Data(args) => privdistill::data::cli::run(*args),
         Command::Forward(a) => privdistill::pipeline::forward::forward(&privdistill::pipeline::forward::ForwardArgs {
             model: a.model,
@@ -256,6 +278,26 @@ fn main() -> std::process::ExitCode {
         Command::TrainClassifier(a) => privdistill::pipeline::eval_cli::run_classifier(&a).map(|_| ()).map_err(anyhow::Error::from),
         Command::Evaluate(a) => privdistill::pipeline::eval_cli::run_evaluate(&a).map_err(anyhow::Error::from),
         Command::Report(a) => privdistill::pipeline::eval_cli::run_report(&a).map_err(anyhow::Error::from),
+        Command::Audit(a) => {
+            use privdistill::pipeline::audit::{run, AuditConfig};
+            use privdistill::pipeline::scorer_stage::path_override;
+            let mut stage = a.stage;
+            let base = if stage.demo {
+                AuditConfig::demo(
+                    a.reid.as_deref().unwrap_or("work/reid".as_ref()),
+                    &stage.data_or("work/real"),
+                    &stage.out_or("work/audit"),
+                )
+            } else {
+                AuditConfig::default()
+            };
+            for (key, path) in [("reid", &a.reid), ("synthetic", &a.synthetic)] {
+                if let Some(p) = path {
+                    stage.overrides.push(path_override(key, p));
+                }
+            }
+            stage.resolve(&base).and_then(|cfg| run(&cfg)).map(show_summary).map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

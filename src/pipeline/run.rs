@@ -208,11 +208,11 @@ pub fn run_pipeline(cfg: &PipelineConfig, force: &[String]) -> Result<RunSummary
         Some(path) => path.clone(),
         None => {
             let dir = work.path("vae");
-            let mut c = preset!(cfg, train_vae::TrainVaeConfig::demo(&real, &dir), train_vae::TrainVaeConfig {
-                data: real.clone(),
-                out: dir.clone(),
-                ..Default::default()
-            });
+            let mut c = preset!(
+                cfg,
+                train_vae::TrainVaeConfig::demo(&real, &dir),
+                train_vae::TrainVaeConfig { data: real.clone(), out: dir.clone(), ..Default::default() }
+            );
             c.seed = cfg.seed;
             c.resume = true;
             let c = customise(c, "train-vae", over("train-vae"))?;
@@ -223,12 +223,11 @@ pub fn run_pipeline(cfg: &PipelineConfig, force: &[String]) -> Result<RunSummary
 
     // 3. The first LDM, on real pairs.
     let ldm_real = work.path("ldm-real");
-    let mut ldm_cfg = preset!(cfg, train_ldm::TrainLdmConfig::demo(&real, &vae, &ldm_real), train_ldm::TrainLdmConfig {
-        data: real.clone(),
-        vae: vae.clone(),
-        out: ldm_real.clone(),
-        ..Default::default()
-    });
+    let mut ldm_cfg = preset!(
+        cfg,
+        train_ldm::TrainLdmConfig::demo(&real, &vae, &ldm_real),
+        train_ldm::TrainLdmConfig { data: real.clone(), vae: vae.clone(), out: ldm_real.clone(), ..Default::default() }
+    );
     ldm_cfg.seed = cfg.seed;
     ldm_cfg.resume = true;
     let ldm_cfg = customise(ldm_cfg, "train-ldm", over("train-ldm"))?;
@@ -238,13 +237,11 @@ pub fn run_pipeline(cfg: &PipelineConfig, force: &[String]) -> Result<RunSummary
 
     // 4. N_c samples per training prompt.
     let synth = work.path("synth");
-    let mut sample_cfg =
-        preset!(cfg, sample::SampleConfig::demo(&ldm_real, &real, &synth), sample::SampleConfig {
-            model: ldm_real.clone(),
-            prompts: real.clone(),
-            out: synth.clone(),
-            ..Default::default()
-        });
+    let mut sample_cfg = preset!(
+        cfg,
+        sample::SampleConfig::demo(&ldm_real, &real, &synth),
+        sample::SampleConfig { model: ldm_real.clone(), prompts: real.clone(), out: synth.clone(), ..Default::default() }
+    );
     sample_cfg.seed = cfg.seed;
     let sample_cfg = customise(sample_cfg, "sample", over("sample"))?;
     runner.stage("sample", &sample_cfg, &[("model", &ldm_real), ("real", &real)], &[("synth", &synth)], || {
@@ -254,22 +251,22 @@ pub fn run_pipeline(cfg: &PipelineConfig, force: &[String]) -> Result<RunSummary
 
     // 5. The scorer networks, trained on the real training split.
     let reid = work.path("reid");
-    let mut reid_cfg = preset!(cfg, train_reid::TrainReidConfig::demo(&real, &reid), train_reid::TrainReidConfig {
-        data: real.clone(),
-        out: reid.clone(),
-        ..Default::default()
-    });
+    let mut reid_cfg = preset!(
+        cfg,
+        train_reid::TrainReidConfig::demo(&real, &reid),
+        train_reid::TrainReidConfig { data: real.clone(), out: reid.clone(), ..Default::default() }
+    );
     reid_cfg.seed = cfg.seed;
     reid_cfg.resume = true;
     let reid_cfg = customise(reid_cfg, "train-reid", over("train-reid"))?;
     runner.stage("train-reid", &reid_cfg, &[("real", &real)], &[("reid", &reid)], || StageOutput::summary(train_reid::run(&reid_cfg)?))?;
 
     let align = work.path("align");
-    let mut align_cfg = preset!(cfg, train_align::TrainAlignConfig::demo(&real, &align), train_align::TrainAlignConfig {
-        data: real.clone(),
-        out: align.clone(),
-        ..Default::default()
-    });
+    let mut align_cfg = preset!(
+        cfg,
+        train_align::TrainAlignConfig::demo(&real, &align),
+        train_align::TrainAlignConfig { data: real.clone(), out: align.clone(), ..Default::default() }
+    );
     align_cfg.seed = cfg.seed;
     align_cfg.resume = true;
     let align_cfg = customise(align_cfg, "train-align", over("train-align"))?;
@@ -282,11 +279,11 @@ pub fn run_pipeline(cfg: &PipelineConfig, force: &[String]) -> Result<RunSummary
     let unconditional = synth_manifest.records.iter().any(|r| r.prompt_index.is_none());
     let retrieval = work.path("retrieval");
     if unconditional || over("train-retrieval").is_some() {
-        let mut c = preset!(cfg, train_retrieval::TrainRetrievalConfig::demo(&real, &retrieval), train_retrieval::TrainRetrievalConfig {
-            data: real.clone(),
-            out: retrieval.clone(),
-            ..Default::default()
-        });
+        let mut c = preset!(
+            cfg,
+            train_retrieval::TrainRetrievalConfig::demo(&real, &retrieval),
+            train_retrieval::TrainRetrievalConfig { data: real.clone(), out: retrieval.clone(), ..Default::default() }
+        );
         c.seed = cfg.seed;
         c.resume = true;
         let c = customise(c, "train-retrieval", over("train-retrieval"))?;
@@ -323,22 +320,25 @@ pub fn run_pipeline(cfg: &PipelineConfig, force: &[String]) -> Result<RunSummary
         "filter",
         over("filter"),
     )?;
-    let filter_summary = runner.stage("filter", &filter_cfg, &[("scores", &scores), ("synth", &synth)], &[("filtered", &filtered)], || {
-        let summary = super::filter::run(&filter_cfg)?;
-        eprintln!(
-            "{:>16}: R_reid = {:.2} % ({} of {} samples re-identified at δ = {}), kept {}, dropped {}",
-            "filter",
-            100.0 * summary.r_reid,
-            summary.reidentified,
-            summary.generated,
-            summary.delta,
-            summary.kept,
-            summary.dropped
-        );
-        StageOutput::summary(summary)
-    })?;
+    let filter_summary =
+        runner.stage("filter", &filter_cfg, &[("scores", &scores), ("synth", &synth)], &[("filtered", &filtered)], || {
+            let summary = super::filter::run(&filter_cfg)?;
+            eprintln!(
+                "{:>16}: R_reid = {:.2} % ({} of {} samples re-identified at δ = {}), kept {}, dropped {}",
+                "filter",
+                100.0 * summary.r_reid,
+                summary.reidentified,
+                summary.generated,
+                summary.delta,
+                summary.kept,
+                summary.dropped
+            );
+            StageOutput::summary(summary)
+        })?;
     let filtered_manifest = Manifest::load(&filtered).map_err(|e| {
-        Error::msg(format!("distill: the filtered set is empty or unreadable ({e}); lower the re-identification pressure (δ) or sample more"))
+        Error::msg(format!(
+            "distill: the filtered set is empty or unreadable ({e}); lower the re-identification pressure (δ) or sample more"
+        ))
     })?;
 
     // 7. The filter's own audit (beyond the paper).
@@ -401,18 +401,16 @@ pub fn run_pipeline(cfg: &PipelineConfig, force: &[String]) -> Result<RunSummary
 
     // 10. Evaluate, export the shareable model with its card, report.
     let eval_dir = work.path("eval");
-    let mut eval_cfg = preset!(cfg, evaluate::EvaluateConfig::demo(&real, &synth, &synth_distill, &eval_dir), evaluate::EvaluateConfig {
-        real: real.clone(),
-        synth: Some(synth.clone()),
-        distill: Some(synth_distill.clone()),
-        out: eval_dir.clone(),
-        ..Default::default()
-    });
+    let mut eval_cfg = preset!(cfg, evaluate::demo(work.root()), evaluate::for_work(work.root()));
     eval_cfg.seed = cfg.seed;
     let eval_cfg = customise(eval_cfg, "evaluate", over("evaluate"))?;
-    runner.stage("evaluate", &eval_cfg, &[("real", &real), ("synth", &synth), ("synth-distill", &synth_distill)], &[("eval", &eval_dir)], || {
-        StageOutput::summary(evaluate::run(&eval_cfg)?)
-    })?;
+    runner.stage(
+        "evaluate",
+        &eval_cfg,
+        &[("real", &real), ("synth", &synth), ("filtered", &filtered), ("synth-distill", &synth_distill)],
+        &[("eval", &eval_dir)],
+        || StageOutput::summary(evaluate::run(&eval_cfg)?),
+    )?;
 
     let shared = work.path("shared-model");
     let mut card = serde_json::Map::new();
@@ -426,8 +424,7 @@ pub fn run_pipeline(cfg: &PipelineConfig, force: &[String]) -> Result<RunSummary
         StageOutput::summary(serde_json::json!({"out": shared}))
     })?;
 
-    let report_dir = work.path("report");
-    let report_cfg = report::ReportConfig { work: work.root().to_path_buf(), out: report_dir.clone() };
+    let report_cfg = customise(report::ReportConfig::for_work(work.root()), "report", over("report"))?;
     // The report reads timings and lineage, which change every run: always rebuild it.
     let report_md = report::run(&report_cfg)?;
 
@@ -459,7 +456,13 @@ pub fn format_summary(s: &RunSummary) -> String {
     out.push_str(&format!("{:<18} {}\n\n", "total", super::progress::format_seconds(s.seconds)));
     out.push_str("                     D_synth    D_filtered  D_distill\n");
     out.push_str(&format!("{:<20} {:<10} {:<11} {}\n", "R_reid", pct(s.r_reid_synth), "0 % (by δ)", pct(s.r_reid_distill)));
-    out.push_str(&format!("{:<20} {:<10} {:<11} {}\n", "s_align (mean)", num(s.s_align_synth), num(s.s_align_filtered), num(s.s_align_distill)));
+    out.push_str(&format!(
+        "{:<20} {:<10} {:<11} {}\n",
+        "s_align (mean)",
+        num(s.s_align_synth),
+        num(s.s_align_filtered),
+        num(s.s_align_distill)
+    ));
     out.push_str(&format!(
         "samples kept/dropped by the filter: {} / {}\n",
         s.kept.map_or("—".into(), |v| v.to_string()),

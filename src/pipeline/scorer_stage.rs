@@ -48,7 +48,7 @@ impl StageArgs {
         let mut overrides = self.overrides.clone();
         for (key, value) in [("data", &self.data), ("out", &self.out)] {
             if let Some(p) = value {
-                overrides.push(format!("{key}={}", toml::Value::String(p.to_string_lossy().into_owned())));
+                overrides.push(path_override(key, p));
             }
         }
         if self.resume {
@@ -56,6 +56,11 @@ impl StageArgs {
         }
         configure(base, self.config.as_deref(), &overrides)
     }
+}
+
+/// A `key="path"` override (the path quoted as a TOML string, whatever it looks like).
+pub fn path_override(key: &str, path: &Path) -> String {
+    format!("{key}={}", toml::Value::String(path.to_string_lossy().into_owned()))
 }
 
 /// `base` with the keys of `file` (if any) laid over it, then the `key=value` overrides.
