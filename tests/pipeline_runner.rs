@@ -66,3 +66,37 @@ fn a_missing_input_or_output_is_an_error_naming_it() {
     let err = runner.stage("s", &(), &[], &[("out", &missing)], || StageOutput::summary(1)).unwrap_err().to_string();
     assert!(err.contains("without writing its output `out`"), "{err}");
 }
+
+#[test]
+fn the_example_pipeline_config_parses_and_typos_are_named() {
+    use privdistill::pipeline::run::{customise, PipelineConfig};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cfg = PipelineConfig::load(&root.join("configs/pipeline.example.toml"), &[]).unwrap();
+    assert_eq!(cfg.filter.delta, 0.5);
+    let cfg = PipelineConfig::load(&root.join("configs/pipeline.example.toml"), &["filter.delta=0.3".into()]).unwrap();
+    assert_eq!(cfg.filter.delta, 0.3);
+    let sample = privdistill::pipeline::sample::SampleConfig::default();
+    let tuned = customise(sample, "sample", cfg.stages.get("sample")).unwrap();
+    assert_eq!(tuned.per_prompt, 4);
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("p.toml");
+    std::fs::write(&bad, "data = \"d\"\nwork = \"w\"\ndeltaa = 0.5\n").unwrap();
+    let err = PipelineConfig::load(&bad, &[]).unwrap_err().to_string();
+    assert!(err.contains("p.toml") && err.contains("deltaa"), "{err}");
+    let mut overrides = toml::Table::new();
+    overrides.insert("per_promt".into(), toml::Value::Integer(3));
+    let err = customise(privdistill::pipeline::sample::SampleConfig::default(), "sample", Some(&overrides)).unwrap_err().to_string();
+    assert!(err.contains("[stages.sample]") && err.contains("per_promt"), "{err}");
+
+    // Checked before any stage runs: δ outside [0, 1], a stage that does not exist.
+    let mut cfg = PipelineConfig::demo(&root.join("assets/cxr-real-a"), &dir.path().join("work"));
+    cfg.filter.delta = 1.5;
+    let err = privdistill::pipeline::run::run_pipeline(&cfg, &[]).unwrap_err().to_string();
+    assert!(err.contains("delta"), "{err}");
+    cfg.filter.delta = 0.5;
+    cfg.stages.insert("trian-ldm".into(), toml::Table::new());
+    let err = privdistill::pipeline::run::run_pipeline(&cfg, &[]).unwrap_err().to_string();
+    assert!(err.contains("[stages.trian-ldm] is not a stage"), "{err}");
+    assert!(!dir.path().join("work").exists(), "nothing is written before the config is checked");
+}

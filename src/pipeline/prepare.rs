@@ -41,6 +41,8 @@ pub struct PrepareSummary {
     pub test: usize,
     /// Whether the split was assigned here (false: the dataset brought its own).
     pub split_assigned: bool,
+    /// Records without a report (not used as prompts).
+    pub without_text: usize,
 }
 
 /// Read `data`, check every image decodes, split by patient if needed, and
@@ -48,12 +50,16 @@ pub struct PrepareSummary {
 pub fn prepare_real(data: &Path, out: &Path, split: &SplitSettings) -> Result<PrepareSummary> {
     let mut manifest = Manifest::load(data)?;
     manifest.check_images()?;
-    if let Some(i) = manifest.records.iter().position(|r| r.text.as_deref().is_none_or(|t| t.trim().is_empty())) {
-        let line = manifest.lines.get(i).copied().unwrap_or(i + 1);
-        return Err(Error::file(
-            &manifest.path,
-            format!("line {line}: field text is missing: every real image needs its report (the prompt)"),
-        ));
+    let without_text = manifest.records.iter().filter(|r| r.text.as_deref().is_none_or(|t| t.trim().is_empty())).count();
+    if without_text == manifest.len() {
+        return Err(Error::file(&manifest.path, "no record has a `text` field: Privacy Distillation needs the reports as prompts"));
+    }
+    if without_text > 0 {
+        eprintln!(
+            "prepare: {without_text} of {} records have no report; they train the diffusion model as unconditional \
+             examples and are not used as prompts",
+            manifest.len()
+        );
     }
     let has_split = manifest.records.iter().all(|r| r.split.is_some());
     if !has_split {
@@ -76,6 +82,7 @@ pub fn prepare_real(data: &Path, out: &Path, split: &SplitSettings) -> Result<Pr
         val: count(crate::data::Split::Val),
         test: count(crate::data::Split::Test),
         split_assigned: !has_split,
+        without_text,
     };
     let target: PathBuf = out.join("manifest.jsonl");
     crate::io::write_atomic_bytes(&target, Manifest::new(&target, manifest.records).to_jsonl().as_bytes())?;

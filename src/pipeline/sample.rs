@@ -167,6 +167,8 @@ pub fn read_prompts(source: &Path, splits: &[String]) -> Result<Vec<Prompt>> {
             .iter()
             .enumerate()
             .filter(|(_, r)| wanted.is_empty() || r.split.is_some_and(|s| wanted.contains(&s)))
+            // A record without a report is no prompt (it can still train the model unconditionally).
+            .filter(|(_, r)| r.text.as_deref().is_some_and(|t| !t.trim().is_empty()))
             .map(|(i, r)| Prompt {
                 index: i,
                 text: r.text.clone().unwrap_or_default(),
