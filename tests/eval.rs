@@ -435,6 +435,32 @@ mod workdir {
         for needle in ["FID:", "KID:", "precision:", "recall:", "32 vs 40"] {
             assert!(stdout.contains(needle), "eval fid output lacks {needle:?}:\n{stdout}");
         }
+        // The CLI: a classifier trained on the unlabelled synthetic set (labels through prompt_index), tested on real.
+        let tiny = [
+            "densenet.growth_rate=4",
+            "densenet.block_config=[1, 1]",
+            "densenet.num_init_features=8",
+            "image_size=32",
+            "ce_epochs=1",
+            "aucm_epochs=1",
+            "batch_size=8",
+            "bootstrap=10",
+            "min_positives=3",
+            "workers=1",
+        ];
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_privdistill"))
+            .args(["eval", "classifier", "--demo", "--train"])
+            .arg(w.join("synth"))
+            .arg("--test")
+            .arg(w.join("real"))
+            .args(tiny.iter().flat_map(|s| ["--set", s]))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        for needle in ["trained on 40 images", "tested on 12 images", "\nA ", "\nB ", "\nmean "] {
+            assert!(stdout.contains(needle), "eval classifier output lacks {needle:?}:\n{stdout}");
+        }
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub struct ClassifierConfig {
     pub labels: Option<Vec<String>>,
     /// Smallest positive (and negative) count a label needs to be picked.
     pub min_positives: usize,
+    /// Images per training step.
     pub batch_size: usize,
     /// Cross-entropy epochs (AdamW).
     pub ce_epochs: usize,
@@ -57,6 +58,7 @@ pub struct ClassifierConfig {
     pub bootstrap: usize,
     /// Decoding threads.
     pub workers: usize,
+    /// Seed of initialisation, shuffling, augmentation and bootstrap.
     pub seed: u64,
 }
 
@@ -227,6 +229,7 @@ pub fn select_labels(real: &Manifest, train: &[usize], test: &[usize], min_posit
 pub struct ClassifierCard {
     /// Always `"densenet"`.
     pub architecture: String,
+    /// The network's constructor arguments (`num_classes` = number of labels).
     pub densenet: DenseNetConfig,
     /// Output order.
     pub labels: Vec<String>,
@@ -262,20 +265,26 @@ pub struct TrainingLog {
 /// One label's test result.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LabelResult {
+    /// The pathology.
     pub name: String,
+    /// Positive test images.
     pub positives: usize,
+    /// Negative test images.
     pub negatives: usize,
     /// `None` when the test split lacks a class.
     pub auc: Option<Estimate>,
+    /// The ROC curve (empty when the AUC is undefined).
     pub roc: Vec<RocPoint>,
 }
 
 /// Test results on the real test split.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClassifierMetrics {
+    /// Per-label results, in output order.
     pub labels: Vec<LabelResult>,
     /// Mean AUC over labels with a defined AUC, with a bootstrap interval over test images.
     pub mean_auc: Option<Estimate>,
+    /// Images in the test set.
     pub test_images: usize,
 }
 
