@@ -475,3 +475,21 @@ mod workdir {
         assert!(err.contains("filter_summary.json"), "{err}");
     }
 }
+
+#[test]
+fn classifier_starts_from_converted_torchxrayvision_weights() {
+    use privdistill::eval::classifier::{Classifier, ClassifierConfig};
+    let densenet: privdistill::models::densenet::DenseNetConfig =
+        serde_json::from_str(&std::fs::read_to_string(fixture("xrv_tiny.json")).unwrap()).unwrap();
+    let cfg = ClassifierConfig { densenet, pretrained: Some(fixture("xrv_tiny.safetensors")), ..ClassifierConfig::demo() };
+    let clf = Classifier::new(&cfg, vec!["A".into(), "B".into()]).unwrap();
+    let file = SafeTensorsFile::open(fixture("xrv_tiny.safetensors")).unwrap();
+    for name in ["features.conv0.weight", "features.denseblock1.denselayer1.norm1.running_var", "features.norm5.bias"] {
+        assert_tensor_close(&clf.store.state_dict().into_iter().find(|(n, _)| n == name).unwrap().1, &file.get(name).unwrap(), 0.0, name);
+    }
+    // The 18-output head does not fit 2 labels: it keeps its initialisation.
+    assert_eq!(clf.store.get("classifier.weight").unwrap().shape()[0], 2);
+    let bad = ClassifierConfig { pretrained: Some(fixture("aucm.safetensors")), ..cfg };
+    let err = Classifier::new(&bad, vec!["A".into()]).err().unwrap().to_string();
+    assert!(err.contains("aucm.safetensors") && err.contains("no tensor matches"), "{err}");
+}
