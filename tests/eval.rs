@@ -435,6 +435,32 @@ mod workdir {
         for needle in ["FID:", "KID:", "precision:", "recall:", "32 vs 40"] {
             assert!(stdout.contains(needle), "eval fid output lacks {needle:?}:\n{stdout}");
         }
+        // The CLI: a classifier trained on the unlabelled synthetic set (labels through prompt_index), tested on real.
+        let tiny = [
+            "densenet.growth_rate=4",
+            "densenet.block_config=[1, 1]",
+            "densenet.num_init_features=8",
+            "image_size=32",
+            "ce_epochs=1",
+            "aucm_epochs=1",
+            "batch_size=8",
+            "bootstrap=10",
+            "min_positives=3",
+            "workers=1",
+        ];
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_privdistill"))
+            .args(["eval", "classifier", "--demo", "--train"])
+            .arg(w.join("synth"))
+            .arg("--test")
+            .arg(w.join("real"))
+            .args(tiny.iter().flat_map(|s| ["--set", s]))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        for needle in ["trained on 40 images", "tested on 12 images", "\nA ", "\nB ", "\nmean "] {
+            assert!(stdout.contains(needle), "eval classifier output lacks {needle:?}:\n{stdout}");
+        }
     }
 
     #[test]
@@ -448,4 +474,22 @@ mod workdir {
         let err = report::run(&ReportConfig::for_work(tmp.path())).unwrap_err().to_string();
         assert!(err.contains("filter_summary.json"), "{err}");
     }
+}
+
+#[test]
+fn classifier_starts_from_converted_torchxrayvision_weights() {
+    use privdistill::eval::classifier::{Classifier, ClassifierConfig};
+    let densenet: privdistill::models::densenet::DenseNetConfig =
+        serde_json::from_str(&std::fs::read_to_string(fixture("xrv_tiny.json")).unwrap()).unwrap();
+    let cfg = ClassifierConfig { densenet, pretrained: Some(fixture("xrv_tiny.safetensors")), ..ClassifierConfig::demo() };
+    let clf = Classifier::new(&cfg, vec!["A".into(), "B".into()]).unwrap();
+    let file = SafeTensorsFile::open(fixture("xrv_tiny.safetensors")).unwrap();
+    for name in ["features.conv0.weight", "features.denseblock1.denselayer1.norm1.running_var", "features.norm5.bias"] {
+        assert_tensor_close(&clf.store.state_dict().into_iter().find(|(n, _)| n == name).unwrap().1, &file.get(name).unwrap(), 0.0, name);
+    }
+    // The 18-output head does not fit 2 labels: it keeps its initialisation.
+    assert_eq!(clf.store.get("classifier.weight").unwrap().shape()[0], 2);
+    let bad = ClassifierConfig { pretrained: Some(fixture("aucm.safetensors")), ..cfg };
+    let err = Classifier::new(&bad, vec!["A".into()]).err().unwrap().to_string();
+    assert!(err.contains("aucm.safetensors") && err.contains("no tensor matches"), "{err}");
 }

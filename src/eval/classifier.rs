@@ -23,7 +23,7 @@ use crate::nn::{AdamW, AdamWConfig, Optimizer, ParamStore};
 use crate::{no_grad, DType, Device, Error, Result, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// CheXpert's five competition pathologies, the paper's downstream labels.
@@ -37,11 +37,16 @@ pub struct ClassifierConfig {
     pub densenet: DenseNetConfig,
     /// Square input side (the classifier contract: grey, [-1024, 1024]).
     pub image_size: usize,
+    /// Start from these weights (e.g. torchxrayvision's DenseNet-121 converted by
+    /// `tests/fixtures/convert_torchxrayvision.py`): every tensor whose name and shape match is loaded,
+    /// the rest (the classifier head, sized for other labels) keeps its initialisation.
+    pub pretrained: Option<PathBuf>,
     /// Labels to learn; `None` picks them (CheXpert's five when present, else every label with
     /// `min_positives` positives and negatives in training and two of each class in the test split).
     pub labels: Option<Vec<String>>,
     /// Smallest positive (and negative) count a label needs to be picked.
     pub min_positives: usize,
+    /// Images per training step.
     pub batch_size: usize,
     /// Cross-entropy epochs (AdamW).
     pub ce_epochs: usize,
@@ -57,6 +62,7 @@ pub struct ClassifierConfig {
     pub bootstrap: usize,
     /// Decoding threads.
     pub workers: usize,
+    /// Seed of initialisation, shuffling, augmentation and bootstrap.
     pub seed: u64,
 }
 
@@ -66,6 +72,7 @@ impl Default for ClassifierConfig {
         ClassifierConfig {
             densenet: DenseNetConfig::densenet121(1, 1),
             image_size: 224,
+            pretrained: None,
             labels: None,
             min_positives: 10,
             batch_size: 32,
@@ -227,6 +234,7 @@ pub fn select_labels(real: &Manifest, train: &[usize], test: &[usize], min_posit
 pub struct ClassifierCard {
     /// Always `"densenet"`.
     pub architecture: String,
+    /// The network's constructor arguments (`num_classes` = number of labels).
     pub densenet: DenseNetConfig,
     /// Output order.
     pub labels: Vec<String>,
@@ -262,20 +270,26 @@ pub struct TrainingLog {
 /// One label's test result.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LabelResult {
+    /// The pathology.
     pub name: String,
+    /// Positive test images.
     pub positives: usize,
+    /// Negative test images.
     pub negatives: usize,
     /// `None` when the test split lacks a class.
     pub auc: Option<Estimate>,
+    /// The ROC curve (empty when the AUC is undefined).
     pub roc: Vec<RocPoint>,
 }
 
 /// Test results on the real test split.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClassifierMetrics {
+    /// Per-label results, in output order.
     pub labels: Vec<LabelResult>,
     /// Mean AUC over labels with a defined AUC, with a bootstrap interval over test images.
     pub mean_auc: Option<Estimate>,
+    /// Images in the test set.
     pub test_images: usize,
 }
 
@@ -288,6 +302,9 @@ impl Classifier {
         let densenet = DenseNetConfig { num_classes: labels.len(), ..cfg.densenet.clone() };
         let store = ParamStore::new(DType::F32, Device::Cpu, cfg.seed);
         let net = DenseNet::new(&store.root(), &densenet)?;
+        if let Some(path) = &cfg.pretrained {
+            load_pretrained(&store, path)?;
+        }
         let card = ClassifierCard {
             architecture: "densenet".into(),
             densenet,
@@ -441,6 +458,25 @@ impl Classifier {
         let contract = self.contract();
         FeatureExtractor::from_network(self.net, self.store, contract, source)
     }
+}
+
+/// Load every tensor of `path` whose name and shape match a tensor of `store`; errors when none does
+/// (the file is then for another architecture).
+fn load_pretrained(store: &ParamStore, path: &Path) -> Result<()> {
+    let file = crate::io::SafeTensorsFile::open(path)?;
+    let missing = store.load_matching(|name, shape| {
+        if !file.contains(name) || file.info(name)?.1 != shape {
+            return Ok(None);
+        }
+        file.get_checked(name, shape, file.info(name)?.0).map(Some)
+    })?;
+    if missing.len() == store.state_dict().len() {
+        return Err(Error::file(
+            path,
+            "no tensor matches the classifier's names and shapes — is this a DenseNet of the same configuration?",
+        ));
+    }
+    Ok(())
 }
 
 fn data_err(e: crate::data::DataError) -> Error {

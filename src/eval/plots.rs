@@ -98,7 +98,8 @@ pub fn histogram_png(
             c.iter().map(|x| x / n).collect()
         })
         .collect();
-    let y_max = counts.iter().flatten().cloned().fold(0.0, f64::max).max(1e-3) * 1.15;
+    // Headroom above the tallest bar keeps the legend clear of the data.
+    let y_max = counts.iter().flatten().cloned().fold(0.0, f64::max).max(1e-3) * 1.45;
     with_canvas(path, 900, 560, |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, (FONT, 26))

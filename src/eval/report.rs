@@ -50,24 +50,38 @@ pub struct LabelRow {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FilterCounts {
+    /// The threshold δ.
     pub delta: f64,
+    /// Samples scored.
     pub generated: usize,
+    /// Samples with s_reid ≥ δ.
     pub reidentified: usize,
+    /// `reidentified / generated`.
     pub r_reid: f64,
+    /// Samples kept (one per prompt at most).
     pub kept: usize,
+    /// Samples dropped.
     pub dropped: usize,
+    /// Prompts sampled.
     pub prompts: usize,
+    /// Prompts none of whose samples survived.
     pub prompts_all_dropped: Vec<u64>,
+    /// Mean s_align of every sample.
     pub s_align_mean_all: Option<f64>,
+    /// Mean s_align of the kept samples.
     pub s_align_mean_kept: Option<f64>,
+    /// Mean s_reid of every sample.
     pub s_reid_mean_all: Option<f64>,
 }
 
 /// A dataset the report covers, with its content hash.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DatasetInfo {
+    /// `real`, `synthetic`, `filtered` or `distilled`.
     pub name: String,
+    /// The folder.
     pub path: String,
+    /// Records in its manifest.
     pub images: usize,
     /// SHA-256 of the dataset folder (manifest and images).
     pub sha256: String,
@@ -76,8 +90,11 @@ pub struct DatasetInfo {
 /// A stage's wall time.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Timing {
+    /// The stage.
     pub name: String,
+    /// Wall time.
     pub seconds: f64,
+    /// Whether the stage found its outputs done and skipped the work.
     #[serde(default)]
     pub skipped: bool,
 }
@@ -85,7 +102,9 @@ pub struct Timing {
 /// A figure file (relative to the report) and what it shows.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Figure {
+    /// File name next to the report.
     pub file: String,
+    /// What it shows.
     pub caption: String,
 }
 

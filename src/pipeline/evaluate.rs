@@ -57,6 +57,7 @@ pub struct EvaluateConfig {
     pub out: PathBuf,
     /// Reuse classifiers already trained with the same settings.
     pub resume: bool,
+    /// Seed of subset draws, caps and bootstrap resamples.
     pub seed: u64,
 }
 
@@ -109,16 +110,22 @@ pub fn demo(work: &Path) -> EvaluateConfig {
 /// Distances of one dataset to the real training split.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Fidelity {
+    /// Fréchet distance and its parts.
     pub fid: FrechetDistance,
+    /// KID (`None` when a set is too small).
     pub kid: Option<Kid>,
+    /// Precision, recall, density, coverage (`None` when a set has k or fewer samples).
     pub prdc: Option<Prdc>,
 }
 
 /// What the evaluation found about one dataset.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DatasetEvaluation {
+    /// The dataset folder.
     pub path: PathBuf,
+    /// SHA-256 of the folder (manifest and images).
     pub sha256: String,
+    /// Records in the manifest.
     pub images: usize,
     /// Against the real training split (for `real`: its test split against its training split).
     pub fidelity: Option<Fidelity>,
@@ -131,8 +138,11 @@ pub struct DatasetEvaluation {
 /// A trained classifier's folder, training log and test metrics.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClassifierResult {
+    /// The classifier folder.
     pub folder: PathBuf,
+    /// Losses and time of training.
     pub training: TrainingLog,
+    /// Results on the real test split.
     pub test: ClassifierMetrics,
 }
 
@@ -147,6 +157,7 @@ pub struct EvaluateSummary {
     pub labels: Vec<String>,
     /// By name: `real`, `synthetic`, `filtered`, `distilled`.
     pub datasets: BTreeMap<String, DatasetEvaluation>,
+    /// Wall time of the stage.
     pub seconds: f64,
 }
 
