@@ -103,7 +103,8 @@ fn main() -> std::process::ExitCode {
         .map_err(anyhow::Error::from),
         Command::TrainReid(a) => {
             use privdistill::pipeline::train_reid::{run, TrainReidConfig};
-            let base = if a.demo { TrainReidConfig::demo(&a.data_or("work/real"), &a.out_or("work/reid")) } else { TrainReidConfig::default() };
+            let base =
+                if a.demo { TrainReidConfig::demo(&a.data_or("work/real"), &a.out_or("work/reid")) } else { TrainReidConfig::default() };
             a.resolve(&base).and_then(|cfg| run(&cfg)).map(print_summary).map_err(anyhow::Error::from)
         }
         Command::TrainRetrieval(a) => {
@@ -117,7 +118,8 @@ fn main() -> std::process::ExitCode {
         }
         Command::TrainAlign(a) => {
             use privdistill::pipeline::train_align::{run, TrainAlignConfig};
-            let base = if a.demo { TrainAlignConfig::demo(&a.data_or("work/real"), &a.out_or("work/align")) } else { TrainAlignConfig::default() };
+            let base =
+                if a.demo { TrainAlignConfig::demo(&a.data_or("work/real"), &a.out_or("work/align")) } else { TrainAlignConfig::default() };
             a.resolve(&base).and_then(|cfg| run(&cfg)).map(print_summary).map_err(anyhow::Error::from)
         }
         Command::Audit(a) => {
@@ -125,7 +127,11 @@ fn main() -> std::process::ExitCode {
             use privdistill::pipeline::scorer_stage::path_override;
             let mut stage = a.stage;
             let base = if stage.demo {
-                AuditConfig::demo(a.reid.as_deref().unwrap_or("work/reid".as_ref()), &stage.data_or("work/real"), &stage.out_or("work/audit"))
+                AuditConfig::demo(
+                    a.reid.as_deref().unwrap_or("work/reid".as_ref()),
+                    &stage.data_or("work/real"),
+                    &stage.out_or("work/audit"),
+                )
             } else {
                 AuditConfig::default()
             };

@@ -53,7 +53,7 @@ impl Default for AuditConfig {
             data: PathBuf::from("work/real"),
             delta: 0.5,
             attacks: Attack::ALL.to_vec(),
-            strengths: vec![0.25, 0.5, 0.75, 1.0],
+            strengths: vec![0.0, 0.25, 0.5, 0.75, 1.0],
             max_images: 500,
             synthetic: None,
             out: PathBuf::from("work/audit"),
@@ -146,7 +146,11 @@ fn heldout_row(scorer: &ReidScorer, data: &SplitDataset, settings: AuditSettings
     let scores = scorer.score_pairs(&a, &b)?;
     let (mut positives, mut negatives) = (Vec::new(), Vec::new());
     for (p, s) in pairs.iter().zip(scores) {
-        if p.same_patient { positives.push(s) } else { negatives.push(s) }
+        if p.same_patient {
+            positives.push(s)
+        } else {
+            negatives.push(s)
+        }
     }
     audit_row("heldout", None, &positives, &negatives, settings.delta, settings.resamples, settings.seed)
 }
@@ -186,7 +190,10 @@ fn memorised_row(scorer: &ReidScorer, data: &SplitDataset, dir: &Path, settings:
         let Some(p) = r.prompt_index else {
             return Err(Error::file(
                 &synthetic.path,
-                format!("line {}: field `prompt_index` is missing — the audit needs the real record each sample was prompted with", synthetic.lines[k]),
+                format!(
+                    "line {}: field `prompt_index` is missing — the audit needs the real record each sample was prompted with",
+                    synthetic.lines[k]
+                ),
             ));
         };
         let p = p as usize;

@@ -111,8 +111,8 @@ impl TrainAlignConfig {
             image_size: 64,
             max_len: 64,
             batch_size: 32,
-            lr: 1e-3,
-            max_epochs: 6,
+            lr: 3e-4,
+            max_epochs: 8,
             patience: 3,
             bootstrap_resamples: 500,
             ..Default::default()
@@ -140,7 +140,9 @@ impl TrainAlignConfig {
 
     fn validate(&self) -> Result<()> {
         if self.batch_size < 2 || self.patience == 0 {
-            return Err(Error::msg("train-align: batch_size must be at least 2 (the loss contrasts pairs within a batch) and patience at least 1"));
+            return Err(Error::msg(
+                "train-align: batch_size must be at least 2 (the loss contrasts pairs within a batch) and patience at least 1",
+            ));
         }
         if self.image_size < 32 {
             return Err(Error::msg(format!("train-align: image_size {} is too small for a ResNet (at least 32)", self.image_size)));
@@ -207,7 +209,14 @@ fn text_of(data: &SplitDataset, i: usize) -> Option<&str> {
 /// Scores each image of `indices` (those with a report) against its report and against
 /// the report of another image with a different text. With `resamples` = 0 the AUC
 /// comes without an interval (`lo` = `hi` = the value).
-pub fn evaluate(scorer: &AlignScorer, data: &SplitDataset, bank: &ImageBank, indices: &[usize], resamples: usize, seed: u64) -> Result<AlignEvaluation> {
+pub fn evaluate(
+    scorer: &AlignScorer,
+    data: &SplitDataset,
+    bank: &ImageBank,
+    indices: &[usize],
+    resamples: usize,
+    seed: u64,
+) -> Result<AlignEvaluation> {
     let with_text: Vec<usize> = indices.iter().copied().filter(|&i| text_of(data, i).is_some()).collect();
     let mut distinct: Vec<&str> = with_text.iter().filter_map(|&i| text_of(data, i)).collect();
     distinct.sort_unstable();
@@ -252,14 +261,19 @@ pub fn evaluate(scorer: &AlignScorer, data: &SplitDataset, bank: &ImageBank, ind
 
 /// Loads the pretrained towers named in `cfg` into `scorer`.
 fn load_pretrained(cfg: &TrainAlignConfig, scorer: &AlignScorer) -> Result<PretrainedLoad> {
-    let mut report = PretrainedLoad { text_weights: cfg.text_weights.clone(), image_weights: cfg.image_weights.clone(), ..Default::default() };
-    let towers = [(&cfg.text_weights, "text_encoder", &mut report.text_missing), (&cfg.image_weights, "image_encoder", &mut report.image_missing)];
+    let mut report =
+        PretrainedLoad { text_weights: cfg.text_weights.clone(), image_weights: cfg.image_weights.clone(), ..Default::default() };
+    let towers =
+        [(&cfg.text_weights, "text_encoder", &mut report.text_missing), (&cfg.image_weights, "image_encoder", &mut report.image_missing)];
     for (file, prefix, missing) in towers {
         let Some(file) = file else { continue };
         let total = scorer.store().state_dict().iter().filter(|(n, _)| n.starts_with(&format!("{prefix}."))).count();
         *missing = scorer_folder::load_weights_with_prefix(scorer.store(), file, prefix, true)?;
         if missing.len() == total {
-            return Err(Error::file(file, format!("none of its tensors matches the {prefix} tower by name and shape — is it the right checkpoint for the config?")));
+            return Err(Error::file(
+                file,
+                format!("none of its tensors matches the {prefix} tower by name and shape — is it the right checkpoint for the config?"),
+            ));
         }
     }
     Ok(report)
@@ -293,7 +307,10 @@ pub fn run(cfg: &TrainAlignConfig) -> Result<TrainAlignSummary> {
         let meta = scorer_folder::load_checkpoint(&checkpoint, scorer.store(), &mut optimizer, &mut stopping)?;
         for key in ["image_backbone", "text_encoder", "projection_dim", "image_size"] {
             if meta.config.get(key) != config_json.get(key) {
-                return Err(Error::file(&checkpoint, format!("the checkpoint was trained with another `{key}` — remove it or use the same config")));
+                return Err(Error::file(
+                    &checkpoint,
+                    format!("the checkpoint was trained with another `{key}` — remove it or use the same config"),
+                ));
             }
         }
         first_epoch = meta.epoch as usize;
@@ -341,8 +358,12 @@ pub fn run(cfg: &TrainAlignConfig) -> Result<TrainAlignSummary> {
         val_history.push(val.auc.value);
         epochs_run = epoch + 1;
         let stop = stopping.update(epoch + 1, val.auc.value, scorer.store())?;
-        let mut meta =
-            CheckpointMeta { step: ((epoch + 1) * steps_per_epoch) as u64, epoch: (epoch + 1) as u64, config: config_json.clone(), ..Default::default() };
+        let mut meta = CheckpointMeta {
+            step: ((epoch + 1) * steps_per_epoch) as u64,
+            epoch: (epoch + 1) as u64,
+            config: config_json.clone(),
+            ..Default::default()
+        };
         meta.extra.insert("early_stopping".into(), stopping.to_json());
         meta.extra.insert("val_auc".into(), serde_json::json!(val_history));
         meta.extra.insert("train_loss".into(), serde_json::json!(loss_history));
@@ -373,4 +394,3 @@ pub fn run(cfg: &TrainAlignConfig) -> Result<TrainAlignSummary> {
     }
     Ok(summary)
 }
-

@@ -93,7 +93,7 @@ impl TrainReidConfig {
             batch_size: 32,
             lr: 1e-3,
             negatives_per_epoch: 256,
-            max_epochs: 6,
+            max_epochs: 8,
             patience: 3,
             bootstrap_resamples: 500,
             ..Default::default()
@@ -180,15 +180,16 @@ pub fn run(cfg: &TrainReidConfig) -> Result<TrainReidSummary> {
     let started = Instant::now();
     cfg.validate()?;
     let data = SplitDataset::load(&cfg.data)?;
-    let train_sampler = PairSampler::new(&data.manifest, &data.train)
-        .map_err(|e| Error::file(&data.manifest.path, format!("train split: {e}")))?;
+    let train_sampler =
+        PairSampler::new(&data.manifest, &data.train).map_err(|e| Error::file(&data.manifest.path, format!("train split: {e}")))?;
     let val_pairs = evaluation_pairs(&data, Split::Val, cfg.seed ^ 0x7661_6c)?;
     let test_pairs = evaluation_pairs(&data, Split::Test, cfg.seed ^ 0x7465_7374)?;
     let all: Vec<usize> = (0..data.manifest.len()).collect();
     let bank = ImageBank::load(&data.manifest, &all, cfg.image_size)?;
 
     let scorer = ReidScorer::new(cfg.folder_config(), cfg.seed)?;
-    let mut optimizer = AdamW::new(scorer.store().trainable_parameters(), AdamWConfig { lr: cfg.lr, weight_decay: 0.0, ..Default::default() })?;
+    let mut optimizer =
+        AdamW::new(scorer.store().trainable_parameters(), AdamWConfig { lr: cfg.lr, weight_decay: 0.0, ..Default::default() })?;
     let mut stopping = EarlyStopping::new(cfg.patience);
     create_out_dir(&cfg.out)?;
     let checkpoint = cfg.out.join(CHECKPOINT_FILE);
@@ -197,7 +198,10 @@ pub fn run(cfg: &TrainReidConfig) -> Result<TrainReidSummary> {
     if cfg.resume && checkpoint.is_file() {
         let meta = scorer_folder::load_checkpoint(&checkpoint, scorer.store(), &mut optimizer, &mut stopping)?;
         if meta.config.get("backbone") != config_json.get("backbone") || meta.config.get("image_size") != config_json.get("image_size") {
-            return Err(Error::file(&checkpoint, "the checkpoint was trained with another backbone or image size — remove it or use the same config"));
+            return Err(Error::file(
+                &checkpoint,
+                "the checkpoint was trained with another backbone or image size — remove it or use the same config",
+            ));
         }
         first_epoch = meta.epoch as usize;
         val_history = serde_json::from_value(meta.extra.get("val_auc").cloned().unwrap_or_default()).unwrap_or_default();
@@ -232,7 +236,12 @@ pub fn run(cfg: &TrainReidConfig) -> Result<TrainReidSummary> {
         val_history.push(auc);
         epochs_run = epoch + 1;
         let stop = stopping.update(epoch + 1, auc, scorer.store())?;
-        let mut meta = CheckpointMeta { step: ((epoch + 1) * steps_per_epoch) as u64, epoch: (epoch + 1) as u64, config: config_json.clone(), ..Default::default() };
+        let mut meta = CheckpointMeta {
+            step: ((epoch + 1) * steps_per_epoch) as u64,
+            epoch: (epoch + 1) as u64,
+            config: config_json.clone(),
+            ..Default::default()
+        };
         meta.extra.insert("early_stopping".into(), stopping.to_json());
         meta.extra.insert("val_auc".into(), serde_json::json!(val_history));
         scorer_folder::save_checkpoint(&checkpoint, scorer.store(), &optimizer, &stopping, meta)?;

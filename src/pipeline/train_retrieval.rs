@@ -92,9 +92,9 @@ impl TrainRetrievalConfig {
             image_size: 64,
             patients_per_batch: 8,
             images_per_patient: 2,
-            steps_per_epoch: 12,
-            max_epochs: 4,
-            patience: 2,
+            steps_per_epoch: 20,
+            max_epochs: 6,
+            patience: 3,
             lr: 1e-3,
             memory_size: 256,
             ..Default::default()
@@ -103,7 +103,11 @@ impl TrainRetrievalConfig {
 
     /// The folder config this training writes.
     pub fn folder_config(&self) -> RetrievalFolderConfig {
-        RetrievalFolderConfig { kind: ScorerKind::Retrieval, architecture: self.backbone.clone(), input: InputSpec::imagenet(self.image_size) }
+        RetrievalFolderConfig {
+            kind: ScorerKind::Retrieval,
+            architecture: self.backbone.clone(),
+            input: InputSpec::imagenet(self.image_size),
+        }
     }
 
     fn validate(&self) -> Result<()> {
@@ -167,7 +171,8 @@ pub fn run(cfg: &TrainRetrievalConfig) -> Result<TrainRetrievalSummary> {
     let bank = ImageBank::load(&data.manifest, &all, cfg.image_size)?;
 
     let net = RetrievalNet::new(cfg.folder_config(), cfg.seed)?;
-    let mut optimizer = AdamW::new(net.store().trainable_parameters(), AdamWConfig { lr: cfg.lr, weight_decay: 0.0, ..Default::default() })?;
+    let mut optimizer =
+        AdamW::new(net.store().trainable_parameters(), AdamWConfig { lr: cfg.lr, weight_decay: 0.0, ..Default::default() })?;
     let mut stopping = EarlyStopping::new(cfg.patience);
     create_out_dir(&cfg.out)?;
     let checkpoint = cfg.out.join(CHECKPOINT_FILE);
@@ -176,7 +181,10 @@ pub fn run(cfg: &TrainRetrievalConfig) -> Result<TrainRetrievalSummary> {
     if cfg.resume && checkpoint.is_file() {
         let meta = scorer_folder::load_checkpoint(&checkpoint, net.store(), &mut optimizer, &mut stopping)?;
         if meta.config.get("backbone") != config_json.get("backbone") || meta.config.get("image_size") != config_json.get("image_size") {
-            return Err(Error::file(&checkpoint, "the checkpoint was trained with another backbone or image size — remove it or use the same config"));
+            return Err(Error::file(
+                &checkpoint,
+                "the checkpoint was trained with another backbone or image size — remove it or use the same config",
+            ));
         }
         first_epoch = meta.epoch as usize;
         val_history = serde_json::from_value(meta.extra.get("val_map_at_r").cloned().unwrap_or_default()).unwrap_or_default();

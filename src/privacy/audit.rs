@@ -252,7 +252,8 @@ pub fn audit_augmented(
     for (a, &attack) in attacks.iter().enumerate() {
         for (s, &strength) in strengths.iter().enumerate() {
             let rng = Rng::new(seed).fork(a as u64).fork(s as u64);
-            let copies: Vec<Image> = originals.iter().enumerate().map(|(i, img)| attack.apply(img, strength, &mut rng.fork(i as u64))).collect();
+            let copies: Vec<Image> =
+                originals.iter().enumerate().map(|(i, img)| attack.apply(img, strength, &mut rng.fork(i as u64))).collect();
             let copy_emb = scorer.embed(&copies)?;
             let positives = scorer.score_embeddings(&original_emb, &copy_emb)?;
             let negatives = scorer.score_embeddings(&other_emb, &copy_emb)?;

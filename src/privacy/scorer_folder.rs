@@ -111,7 +111,10 @@ impl InputSpec {
     pub fn batch_of_squares(&self, squares: &[Image]) -> Result<Tensor> {
         let contract = self.contract()?;
         if let Some(bad) = squares.iter().find(|i| i.width != self.size || i.height != self.size) {
-            return Err(Error::msg(format!("input batch: a {}×{} image where {}×{} was expected", bad.width, bad.height, self.size, self.size)));
+            return Err(Error::msg(format!(
+                "input batch: a {}×{} image where {}×{} was expected",
+                bad.width, bad.height, self.size, self.size
+            )));
         }
         let planars: Vec<_> = squares.par_iter().map(|img| contract.normalise(img)).collect();
         contract::stack(&planars).map_err(data_error)
@@ -190,8 +193,7 @@ pub fn load_weights_with_prefix(store: &ParamStore, file: &Path, prefix: &str, p
             Ok(None)
         })
         .map_err(|e| Error::file(file, format!("{e} — does config.json describe these weights?")))?;
-    let missing: Vec<String> =
-        missing.into_iter().filter(|n| wanted(n).is_some() && !n.ends_with("num_batches_tracked")).collect();
+    let missing: Vec<String> = missing.into_iter().filter(|n| wanted(n).is_some() && !n.ends_with("num_batches_tracked")).collect();
     if !partial && !missing.is_empty() {
         let shown: Vec<&str> = missing.iter().take(5).map(String::as_str).collect();
         return Err(Error::file(
@@ -305,7 +307,12 @@ pub fn save_checkpoint(
 }
 
 /// Loads a checkpoint written by [`save_checkpoint`] into `store`, `optimizer` and `stopping`; returns its meta.
-pub fn load_checkpoint(path: &Path, store: &ParamStore, optimizer: &mut dyn Optimizer, stopping: &mut EarlyStopping) -> Result<CheckpointMeta> {
+pub fn load_checkpoint(
+    path: &Path,
+    store: &ParamStore,
+    optimizer: &mut dyn Optimizer,
+    stopping: &mut EarlyStopping,
+) -> Result<CheckpointMeta> {
     let ck = Checkpoint::load(path)?;
     store.load_from(|name, _| ck.get(&format!("param.{name}")).cloned()).map_err(|e| Error::file(path, e.to_string()))?;
     optimizer
