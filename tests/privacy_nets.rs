@@ -203,9 +203,24 @@ fn align_loss_falls_and_matching_text_beats_a_mismatched_one() {
 fn audit_of_augmented_copies_gives_rates_with_intervals_and_is_deterministic() {
     let t = trained_reid();
     let out = scratch("audit");
+    // "Memorised" samples: exact copies of six real images, each naming its real record.
+    let synthetic = scratch("audit-synthetic");
+    let real = Manifest::load(&t.data).unwrap();
+    let records = (0..6)
+        .map(|k| {
+            let image = format!("images/s{k}.png");
+            std::fs::create_dir_all(synthetic.join("images")).unwrap();
+            std::fs::copy(real.image_path(k * 5), synthetic.join(&image)).unwrap();
+            let mut r = privdistill::data::Record::new(image, real.records[k * 5].patient.clone());
+            r.prompt_index = Some((k * 5) as u64);
+            r
+        })
+        .collect();
+    Manifest::new(synthetic.join("manifest.jsonl"), records).save().unwrap();
     let cfg = AuditConfig {
         reid: t.folder.clone(),
         data: t.data.clone(),
+        synthetic: Some(synthetic.clone()),
         attacks: vec![Attack::Noise, Attack::Blur, Attack::Flip],
         strengths: vec![0.5, 1.0],
         max_images: 12,
@@ -214,7 +229,9 @@ fn audit_of_augmented_copies_gives_rates_with_intervals_and_is_deterministic() {
         ..AuditConfig::default()
     };
     let first = audit::run(&cfg).unwrap();
-    assert_eq!(first.rows.len(), 1 + 3 * 2);
+    assert_eq!(first.rows.len(), 1 + 3 * 2 + 1);
+    let memorised = first.rows.last().unwrap();
+    assert_eq!((memorised.set.as_str(), memorised.sensitivity.unwrap().n), ("memorised", 6));
     for row in first.rows.iter().filter(|r| r.set == "augmented") {
         for rate in [row.sensitivity.unwrap(), row.specificity.unwrap()] {
             let e = rate.estimate;
@@ -227,8 +244,16 @@ fn audit_of_augmented_copies_gives_rates_with_intervals_and_is_deterministic() {
     }
     let md = std::fs::read_to_string(out.join("audit.md")).unwrap();
     assert!(md.contains("| augmented | noise | 0.50 |") && md.contains("| heldout |"), "{md}");
+    let cfg_again = cfg.clone();
     let second = audit::run(&AuditConfig { out: scratch("audit-again"), ..cfg }).unwrap();
     assert_eq!(first.rows, second.rows, "same seed, same audit");
+
+    // A synthetic record that does not say which prompt it came from.
+    let mut m = Manifest::load(&synthetic).unwrap();
+    m.records[2].prompt_index = None;
+    m.save().unwrap();
+    let e = audit::run(&AuditConfig { out: scratch("audit-bad"), ..cfg_again }).err().unwrap().to_string();
+    assert!(e.contains("manifest.jsonl") && e.contains("line 3") && e.contains("prompt_index"), "{e}");
 }
 
 #[test]
