@@ -53,7 +53,7 @@ impl Default for AuditConfig {
             data: PathBuf::from("work/real"),
             delta: 0.5,
             attacks: Attack::ALL.to_vec(),
-            strengths: vec![0.25, 0.5, 0.75, 1.0],
+            strengths: vec![0.0, 0.25, 0.5, 0.75, 1.0],
             max_images: 500,
             synthetic: None,
             out: PathBuf::from("work/audit"),
@@ -184,7 +184,7 @@ fn augmentation_sources(data: &SplitDataset, max_images: usize, seed: u64) -> Re
 fn memorised_row(scorer: &ReidScorer, data: &SplitDataset, dir: &Path, settings: AuditSettings) -> Result<AuditRow> {
     let synthetic = Manifest::load(dir).map_err(data_error)?;
     let records = &data.manifest.records;
-    let mut rng = Rng::new(settings.seed).fork(0x6d65_6d);
+    let mut rng = Rng::new(settings.seed).fork(0x006d_656d);
     let (mut samples, mut sources, mut others) = (Vec::new(), Vec::new(), Vec::new());
     for (k, r) in synthetic.records.iter().enumerate() {
         let Some(p) = r.prompt_index else {

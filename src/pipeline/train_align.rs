@@ -111,8 +111,8 @@ impl TrainAlignConfig {
             image_size: 64,
             max_len: 64,
             batch_size: 32,
-            lr: 1e-3,
-            max_epochs: 6,
+            lr: 3e-4,
+            max_epochs: 8,
             patience: 3,
             bootstrap_resamples: 500,
             ..Default::default()

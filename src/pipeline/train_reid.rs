@@ -93,7 +93,7 @@ impl TrainReidConfig {
             batch_size: 32,
             lr: 1e-3,
             negatives_per_epoch: 256,
-            max_epochs: 6,
+            max_epochs: 8,
             patience: 3,
             bootstrap_resamples: 500,
             ..Default::default()
@@ -182,7 +182,7 @@ pub fn run(cfg: &TrainReidConfig) -> Result<TrainReidSummary> {
     let data = SplitDataset::load(&cfg.data)?;
     let train_sampler =
         PairSampler::new(&data.manifest, &data.train).map_err(|e| Error::file(&data.manifest.path, format!("train split: {e}")))?;
-    let val_pairs = evaluation_pairs(&data, Split::Val, cfg.seed ^ 0x7661_6c)?;
+    let val_pairs = evaluation_pairs(&data, Split::Val, cfg.seed ^ 0x0076_616c)?;
     let test_pairs = evaluation_pairs(&data, Split::Test, cfg.seed ^ 0x7465_7374)?;
     let all: Vec<usize> = (0..data.manifest.len()).collect();
     let bank = ImageBank::load(&data.manifest, &all, cfg.image_size)?;

@@ -92,9 +92,9 @@ impl TrainRetrievalConfig {
             image_size: 64,
             patients_per_batch: 8,
             images_per_patient: 2,
-            steps_per_epoch: 12,
-            max_epochs: 4,
-            patience: 2,
+            steps_per_epoch: 20,
+            max_epochs: 6,
+            patience: 3,
             lr: 1e-3,
             memory_size: 256,
             ..Default::default()
