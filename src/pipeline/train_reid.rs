@@ -10,7 +10,7 @@
 //! while training and `resume` continues from it.
 
 use crate::data::{Augment, Image, Pair, PairSampler, Split};
-use crate::eval::metrics::{accuracy_at, bootstrap_ci, roc_auc, roc_auc_ci, Estimate};
+use crate::eval::metrics::{accuracy_at, bootstrap_ci, roc_auc, roc_auc_ci, roc_curve, Estimate, RocPoint};
 use crate::io::CheckpointMeta;
 use crate::models::resnet::ResNetConfig;
 use crate::models::siamese::SiameseConfig;
@@ -143,6 +143,8 @@ pub struct TrainReidSummary {
     pub test_auc: Estimate,
     /// Test accuracy at threshold 0.5 with its bootstrap 95 % interval.
     pub test_accuracy: Estimate,
+    /// Test ROC curve (the report plots it).
+    pub roc: Vec<RocPoint>,
     /// Wall time of this run.
     pub wall_seconds: f64,
 }
@@ -271,6 +273,7 @@ pub fn run(cfg: &TrainReidConfig) -> Result<TrainReidSummary> {
         test_pairs: test_pairs.len(),
         test_auc,
         test_accuracy,
+        roc: roc_curve(&scores, &labels)?,
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     crate::io::write_atomic_json(cfg.out.join(METRICS_FILE), &summary)?;
