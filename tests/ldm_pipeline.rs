@@ -132,8 +132,11 @@ fn trained() -> &'static (PathBuf, train_ldm::TrainLdmSummary) {
 
 fn prompts_file(dir: &Path) -> PathBuf {
     let manifest = std::fs::read_to_string(fixture().data.join("manifest.jsonl")).unwrap();
-    let texts: Vec<String> =
-        manifest.lines().take(2).map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string()).collect();
+    let texts: Vec<String> = manifest
+        .lines()
+        .take(2)
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string())
+        .collect();
     let path = dir.join("prompts.txt");
     std::fs::write(&path, format!("{}\n{}\n\n", texts[0], texts[1])).unwrap();
     path

@@ -28,7 +28,12 @@ pub struct ExportConfig {
 
 impl Default for ExportConfig {
     fn default() -> Self {
-        ExportConfig { model: "work/ldm-distill".into(), out: "work/export".into(), title: "Privacy-distilled chest X-ray diffusion model".into(), card: Map::new() }
+        ExportConfig {
+            model: "work/ldm-distill".into(),
+            out: "work/export".into(),
+            title: "Privacy-distilled chest X-ray diffusion model".into(),
+            card: Map::new(),
+        }
     }
 }
 
@@ -71,8 +76,14 @@ pub fn model_card(title: &str, folder: &ModelFolder, hash: &str, card: &Map<Stri
     let image = folder.unet_config.sample_size * folder.vae_config.downscale();
     s.push_str("## Model\n\n");
     s.push_str(&format!("- image size: {image}×{image}, {} channel(s)\n", folder.vae_config.out_channels));
-    s.push_str(&format!("- UNet blocks: {:?}, cross-attention dim {}\n", folder.unet_config.block_out_channels, folder.unet_config.cross_attention_dim));
-    s.push_str(&format!("- text encoder: CLIP, {} layers, width {}\n", folder.text_encoder_config.num_hidden_layers, folder.text_encoder_config.hidden_size));
+    s.push_str(&format!(
+        "- UNet blocks: {:?}, cross-attention dim {}\n",
+        folder.unet_config.block_out_channels, folder.unet_config.cross_attention_dim
+    ));
+    s.push_str(&format!(
+        "- text encoder: CLIP, {} layers, width {}\n",
+        folder.text_encoder_config.num_hidden_layers, folder.text_encoder_config.hidden_size
+    ));
     s.push_str(&format!("- scheduler: {}\n", folder.scheduler_class.as_deref().unwrap_or("PNDMScheduler")));
     s.push_str(&format!("- content hash of the source folder (SHA-256): `{hash}`\n\n"));
     s.push_str("Synthetic images are not a substitute for clinical data; do not use this model for diagnosis.\n");

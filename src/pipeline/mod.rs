@@ -2,10 +2,10 @@
 //! the CLI parses arguments and calls one of these.
 
 pub mod config;
-pub mod forward;
-pub mod progress;
-pub mod model_folder;
-pub mod train_vae;
 pub mod export;
+pub mod forward;
+pub mod model_folder;
+pub mod progress;
 pub mod sample;
 pub mod train_ldm;
+pub mod train_vae;

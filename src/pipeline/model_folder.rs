@@ -302,7 +302,13 @@ impl ModelFolder {
         for part in Part::ALL {
             let sub = dir.join(part.dir_name());
             if !sub.is_dir() {
-                return Err(Error::file(&dir, format!("part `{}/` is missing — a model folder needs unet/, vae/, text_encoder/, tokenizer/ and scheduler/", part.dir_name())));
+                return Err(Error::file(
+                    &dir,
+                    format!(
+                        "part `{}/` is missing — a model folder needs unet/, vae/, text_encoder/, tokenizer/ and scheduler/",
+                        part.dir_name()
+                    ),
+                ));
             }
             if part != Part::Tokenizer && !sub.join(part.config_file()).is_file() {
                 return Err(Error::file(&sub, format!("{} is missing", part.config_file())));
@@ -529,7 +535,11 @@ pub fn load_text_encoder(part_dir: &Path, config: &ClipTextConfig, store: &Param
 /// as SD-1.5 ships) falls back to the shipped CLIP tokenizer, which has the
 /// same vocabulary; the second value then says so.
 pub fn load_tokenizer(path: &Path) -> Result<(ClipTokenizer, Option<String>)> {
-    let (dir, file) = if path.is_dir() { (path.to_path_buf(), path.join("tokenizer.json")) } else { (path.parent().unwrap_or(Path::new(".")).to_path_buf(), path.to_path_buf()) };
+    let (dir, file) = if path.is_dir() {
+        (path.to_path_buf(), path.join("tokenizer.json"))
+    } else {
+        (path.parent().unwrap_or(Path::new(".")).to_path_buf(), path.to_path_buf())
+    };
     let pad = pad_token(&dir);
     let (mut tok, note) = if file.is_file() {
         (ClipTokenizer::from_file(&file)?, None)

@@ -177,7 +177,10 @@ pub fn read_prompts(source: &Path, splits: &[String]) -> Result<Vec<Prompt>> {
             })
             .collect();
         if prompts.is_empty() {
-            return Err(Error::file(&manifest.path, format!("no records in splits {splits:?} to take prompts from (set splits = [] for all)")));
+            return Err(Error::file(
+                &manifest.path,
+                format!("no records in splits {splits:?} to take prompts from (set splits = [] for all)"),
+            ));
         }
         Ok(prompts)
     } else {
@@ -275,9 +278,9 @@ pub fn run(cfg: &SampleConfig) -> Result<SampleSummary> {
         Some(path) => {
             let file = SafeTensorsFile::open(path)?;
             let want = [n_jobs, latent_c, latent_side, latent_side];
-            let t = file.get_checked("latents", &want, file.info("latents")?.0).map_err(|e| {
-                Error::file(path, format!("{e} (expected `latents` of shape {want:?}: prompts × per_prompt, C, h, w)"))
-            })?;
+            let t = file
+                .get_checked("latents", &want, file.info("latents")?.0)
+                .map_err(|e| Error::file(path, format!("{e} (expected `latents` of shape {want:?}: prompts × per_prompt, C, h, w)")))?;
             Some(t.to_dtype(DType::F32)?)
         }
         None => None,
@@ -305,10 +308,8 @@ pub fn run(cfg: &SampleConfig) -> Result<SampleSummary> {
         let text = std::fs::read_to_string(&settings_path).map_err(|e| Error::io(&settings_path, e))?;
         let saved: Value = serde_json::from_str(&text).map_err(|e| Error::file(&settings_path, format!("not valid JSON: {e}")))?;
         if saved != settings {
-            let differing: Vec<String> = settings
-                .as_object()
-                .map(|m| m.keys().filter(|k| saved.get(*k) != settings.get(*k)).cloned().collect())
-                .unwrap_or_default();
+            let differing: Vec<String> =
+                settings.as_object().map(|m| m.keys().filter(|k| saved.get(*k) != settings.get(*k)).cloned().collect()).unwrap_or_default();
             return Err(Error::file(
                 &settings_path,
                 format!("{} holds samples made with other settings ({differing:?}) — use a new --out, or delete it", cfg.out.display()),

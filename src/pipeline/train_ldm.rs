@@ -26,8 +26,8 @@ use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::models::vae::{AutoencoderKL, VaeConfig};
 use crate::nn::{clip_grad_norm, AdamW, AdamWConfig, Ema, EmaConfig, LrSchedule, Optimizer, ParamStore};
 use crate::pipeline::model_folder::{
-    config_json, load_text_encoder, load_tokenizer, load_vae, part_dir, read_scheduler_config, sampler_of_class,
-    scheduler_json, FolderContents, ModelFolder, Part, PartWeights,
+    config_json, load_text_encoder, load_tokenizer, load_vae, part_dir, read_scheduler_config, sampler_of_class, scheduler_json,
+    FolderContents, ModelFolder, Part, PartWeights,
 };
 use crate::pipeline::progress;
 use crate::pipeline::train_vae::{
@@ -443,7 +443,8 @@ fn validate(cfg: &TrainLdmConfig) -> Result<()> {
 
 /// The optimizer's names: UNet parameters under `unet.`, text encoder ones under `text_encoder.`.
 fn trained_parameters(parts: &Parts, train_text: bool) -> Vec<(String, Tensor)> {
-    let mut params: Vec<(String, Tensor)> = parts.unet_store.trainable_parameters().into_iter().map(|(n, t)| (format!("unet.{n}"), t)).collect();
+    let mut params: Vec<(String, Tensor)> =
+        parts.unet_store.trainable_parameters().into_iter().map(|(n, t)| (format!("unet.{n}"), t)).collect();
     if train_text {
         params.extend(parts.text_store.trainable_parameters().into_iter().map(|(n, t)| (format!("text_encoder.{n}"), t)));
     }
@@ -458,7 +459,10 @@ pub fn run(cfg: &TrainLdmConfig) -> Result<TrainLdmSummary> {
     let vae_config = parts.vae.config().clone();
     let down = vae_config.downscale();
     if cfg.image_size == 0 || cfg.image_size % down != 0 {
-        return Err(Error::msg(format!("train-ldm: image_size {} must be a positive multiple of the VAE's downscale {down}", cfg.image_size)));
+        return Err(Error::msg(format!(
+            "train-ldm: image_size {} must be a positive multiple of the VAE's downscale {down}",
+            cfg.image_size
+        )));
     }
     let manifest = load_manifest(&cfg.data)?;
     let records = select_records(&manifest, &cfg.splits)?;

@@ -164,10 +164,7 @@ pub struct TrainVaeSummary {
 
 /// Parse split names (empty = all).
 pub(crate) fn parse_splits(names: &[String]) -> Result<Vec<Split>> {
-    names
-        .iter()
-        .map(|n| Split::parse(n).ok_or_else(|| Error::msg(format!("splits: `{n}` is not one of train, val, test"))))
-        .collect()
+    names.iter().map(|n| Split::parse(n).ok_or_else(|| Error::msg(format!("splits: `{n}` is not one of train, val, test")))).collect()
 }
 
 /// Indices of the manifest records in `splits` (all when empty), or an error saying why there are none.
@@ -177,7 +174,11 @@ pub(crate) fn select_records(manifest: &Manifest, splits: &[String]) -> Result<V
         (0..manifest.len()).filter(|&i| wanted.is_empty() || manifest.records[i].split.is_some_and(|s| wanted.contains(&s))).collect();
     if chosen.is_empty() {
         let any_split = manifest.records.iter().any(|r| r.split.is_some());
-        let hint = if any_split { "" } else { " — the manifest has no `split` field: run `privdistill data split` or set splits = [] to use every record" };
+        let hint = if any_split {
+            ""
+        } else {
+            " — the manifest has no `split` field: run `privdistill data split` or set splits = [] to use every record"
+        };
         return Err(Error::file(&manifest.path, format!("no records in splits {splits:?}{hint}")));
     }
     Ok(chosen)
@@ -372,7 +373,10 @@ fn validate(cfg: &TrainVaeConfig, vae: &VaeConfig) -> Result<()> {
     }
     let down = vae.downscale();
     if cfg.image_size == 0 || cfg.image_size % down != 0 {
-        return Err(Error::msg(format!("train-vae: image_size {} must be a positive multiple of the VAE's downscale {down}", cfg.image_size)));
+        return Err(Error::msg(format!(
+            "train-vae: image_size {} must be a positive multiple of the VAE's downscale {down}",
+            cfg.image_size
+        )));
     }
     if !matches!(vae.in_channels, 1 | 3) {
         return Err(Error::msg(format!("train-vae: the VAE's in_channels must be 1 or 3, got {}", vae.in_channels)));
