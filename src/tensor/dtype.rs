@@ -154,7 +154,8 @@ pub fn erf_f64(x: f64) -> f64 {
             term *= -x2 / n;
             let add = term / (2.0 * n + 1.0);
             sum += add;
-            if add.abs() < 1e-17 * sum.abs() {
+            // `<=`: at x = 0 every term is 0, and `<` would never end the loop.
+            if add.abs() <= 1e-17 * sum.abs() {
                 break;
             }
         }
@@ -188,5 +189,15 @@ pub fn erf_f64(x: f64) -> f64 {
         -r
     } else {
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn erf_of_zero_returns() {
+        assert_eq!(super::erf_f64(0.0), 0.0);
+        assert_eq!(super::erf_f64(-0.0), 0.0);
+        assert!((super::erf_f64(0.5) - 0.520_499_877_813_046_5).abs() < 1e-15);
     }
 }
