@@ -468,3 +468,43 @@ fn bad_input_gets_a_clear_error_or_warning() {
     let te = SafeTensorsFile::open(model.join("text_encoder/model.safetensors")).unwrap();
     assert!(te.contains("text_model.embeddings.token_embedding.weight"));
 }
+
+#[test]
+fn a_folder_laid_out_like_stable_diffusion_1_5_is_accepted() {
+    // SD-1.5 ships fp16 weight variants beside safety_checker/ and feature_extractor/,
+    // a slow tokenizer (vocab.json + merges.txt, no tokenizer.json) and extra config keys.
+    let (model, _) = trained();
+    let dir = scratch().join("sd-like");
+    for (rel, bytes) in files(model) {
+        let rel = rel.replace("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors");
+        if rel == "tokenizer/tokenizer.json" {
+            continue;
+        }
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("safety_checker")).unwrap();
+    std::fs::write(dir.join("safety_checker/config.json"), "{}").unwrap();
+    let te = dir.join("text_encoder/config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&te).unwrap()).unwrap();
+    v["projection_dim"] = serde_json::json!(768);
+    v["torch_dtype"] = serde_json::json!("float32");
+    std::fs::write(&te, v.to_string()).unwrap();
+    let folder = ModelFolder::open(&dir).unwrap();
+    let (_, note) = folder.tokenizer().unwrap();
+    assert!(note.unwrap().contains("shipped CLIP tokenizer"));
+    let out = scratch();
+    let prompts = prompts_file(&out);
+    let mut cfg = sample_config(&dir, &prompts, &out.join("synth"));
+    cfg.per_prompt = 1;
+    // The same images as from the original folder: only the file layout differs.
+    let mut reference = sample_config(model, &prompts, &out.join("reference"));
+    reference.per_prompt = 1;
+    sample::run(&cfg).unwrap();
+    sample::run(&reference).unwrap();
+    for i in 0..3 {
+        let name = sample::image_name(i, 0);
+        assert_eq!(std::fs::read(out.join("synth").join(&name)).unwrap(), std::fs::read(out.join("reference").join(&name)).unwrap());
+    }
+}

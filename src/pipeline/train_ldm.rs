@@ -151,7 +151,7 @@ impl TrainLdmConfig {
             image_size: 64,
             batch_size: 16,
             gradient_accumulation: 1,
-            steps: 150,
+            steps: 110,
             optimizer: AdamWConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
             lr_schedule: LrSchedule::ConstantWithWarmup { warmup_steps: 10 },
             ema: None,
