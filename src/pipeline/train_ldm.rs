@@ -151,7 +151,7 @@ impl TrainLdmConfig {
             image_size: 64,
             batch_size: 16,
             gradient_accumulation: 1,
-            steps: 150,
+            steps: 110,
             optimizer: AdamWConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
             lr_schedule: LrSchedule::ConstantWithWarmup { warmup_steps: 10 },
             ema: None,
@@ -188,6 +188,8 @@ pub struct TrainLdmSummary {
 
 /// Read a stage config: `file` (TOML, or JSON by extension) over the
 /// defaults of `base`'s type, else `base` itself; then `key=value` overrides.
+/// A key the config does not know — at any depth, including inside nested
+/// settings such as `optimizer` — is an error naming it.
 pub fn configure<T: Serialize + DeserializeOwned>(file: Option<&Path>, base: T, overrides: &[String]) -> Result<T> {
     let (text, path) = match file {
         Some(p) if p.extension().is_some_and(|e| e == "json") => {
@@ -198,7 +200,30 @@ pub fn configure<T: Serialize + DeserializeOwned>(file: Option<&Path>, base: T, 
         None => (toml::to_string(&base).map_err(|e| Error::msg(format!("config: {e}")))?, PathBuf::from("(defaults)")),
     };
     let text = crate::pipeline::config::apply_overrides(&text, overrides, &path)?;
-    crate::pipeline::config::parse_config(&text, &path.with_extension("toml"))
+    let parsed: T = crate::pipeline::config::parse_config(&text, &path.with_extension("toml"))?;
+    let given: toml::Table = toml::from_str(&text).map_err(|e| Error::file(&path, e.to_string()))?;
+    let understood = toml::Table::try_from(&parsed).map_err(|e| Error::msg(format!("config: {e}")))?;
+    if let Some(key) = unknown_key(&given, &understood, "") {
+        return Err(Error::file(&path, format!("unknown option `{key}` — check its spelling against the documented settings")));
+    }
+    Ok(parsed)
+}
+
+/// The first key of `given` that `understood` (the parsed config written back) lacks, as a dotted path.
+fn unknown_key(given: &toml::Table, understood: &toml::Table, prefix: &str) -> Option<String> {
+    for (k, v) in given {
+        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match (v, understood.get(k)) {
+            (_, None) => return Some(path),
+            (toml::Value::Table(g), Some(toml::Value::Table(u))) => {
+                if let Some(p) = unknown_key(g, u, &path) {
+                    return Some(p);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Token ids of every text, and how many were cut to the context length.
@@ -220,7 +245,10 @@ pub(crate) fn tokenize(tokenizer: &ClipTokenizer, texts: &[&str]) -> Result<(Vec
 /// One warning for all truncated prompts.
 pub(crate) fn warn_truncated(truncated: usize, total: usize, limit: usize) {
     if truncated > 0 {
-        eprintln!("warning: {truncated} of {total} prompts are longer than {limit} tokens and were truncated to the text encoder's limit");
+        eprintln!(
+            "warning: {truncated} of {total} prompts are longer than the text encoder's {} tokens ({limit} + start and end) and were truncated",
+            limit + 2
+        );
     }
 }
 

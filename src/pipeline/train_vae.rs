@@ -252,12 +252,14 @@ impl PixelCache {
 }
 
 /// The run settings that must match for a checkpoint to be resumed (all but
-/// `resume` and `stop_after`), as JSON.
+/// `resume`, `stop_after`, `checkpoint_every` and `out`, which do not change
+/// what is computed), as JSON.
 pub(crate) fn resume_fingerprint<T: Serialize>(config: &T) -> Result<serde_json::Value> {
     let mut v = serde_json::to_value(config).map_err(|e| Error::msg(format!("config: {e}")))?;
     if let Some(m) = v.as_object_mut() {
-        m.remove("resume");
-        m.remove("stop_after");
+        for key in ["resume", "stop_after", "checkpoint_every", "out"] {
+            m.remove(key);
+        }
     }
     Ok(v)
 }
