@@ -417,7 +417,7 @@ pub fn run_pipeline(cfg: &PipelineConfig, force: &[String]) -> Result<RunSummary
     card.insert("training_data".into(), "synthetic images filtered by Privacy Distillation (no real image; see lineage.json)".into());
     card.insert("filter".into(), filter_summary.clone());
     card.insert("distilled_samples".into(), distill_summary.clone());
-    card.insert("lineage".into(), serde_json::to_value(&runner.lineage().stages.keys().collect::<Vec<_>>()).unwrap_or_default());
+    card.insert("lineage".into(), serde_json::to_value(runner.lineage().stages.keys().collect::<Vec<_>>()).unwrap_or_default());
     let export_cfg = customise(export::ExportConfig::demo(&ldm_distill, &shared, card), "export", over("export"))?;
     runner.stage("export", &export_cfg, &[("model", &ldm_distill)], &[("shared", &shared)], || {
         export::run(&export_cfg)?;
