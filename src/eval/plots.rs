@@ -12,17 +12,20 @@ use plotters::prelude::*;
 use std::path::Path;
 use std::sync::Once;
 
-const FONT: &str = "sans-serif";
+/// The family name the shipped DejaVu Sans is registered under; pass it in plotters text styles.
+pub const FONT: &str = "sans-serif";
 static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
 /// Colours of successive series (colour-blind-safe Okabe–Ito).
-pub const SERIES_COLOURS: [RGBColor; 6] = [
+pub const SERIES_COLOURS: [RGBColor; 8] = [
     RGBColor(0, 114, 178),
     RGBColor(213, 94, 0),
     RGBColor(0, 158, 115),
     RGBColor(204, 121, 167),
     RGBColor(230, 159, 0),
     RGBColor(86, 180, 233),
+    RGBColor(0, 0, 0),
+    RGBColor(240, 228, 66),
 ];
 
 fn register_font() {
@@ -47,8 +50,9 @@ fn write_png(path: &Path, buf: &[u8], width: u32, height: u32) -> Result<()> {
     crate::io::write_atomic_bytes(path, &out)
 }
 
-/// Draw on a fresh white `width × height` canvas with `draw`, then write it to `path`.
-fn with_canvas(
+/// Draw on a fresh white `width × height` canvas with `draw` (the shipped font
+/// registered as [`FONT`]), then write it to `path` as PNG, atomically.
+pub fn with_canvas(
     path: &Path,
     width: u32,
     height: u32,

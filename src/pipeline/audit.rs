@@ -244,41 +244,13 @@ pub fn markdown(summary: &AuditSummary) -> String {
     s
 }
 
-const FONT: &str = "sans-serif";
-static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
-/// Okabe–Ito colours, safe for colour-blind readers.
-const COLOURS: [RGBColor; 8] = [
-    RGBColor(0, 114, 178),
-    RGBColor(213, 94, 0),
-    RGBColor(0, 158, 115),
-    RGBColor(204, 121, 167),
-    RGBColor(230, 159, 0),
-    RGBColor(86, 180, 233),
-    RGBColor(0, 0, 0),
-    RGBColor(240, 228, 66),
-];
-
-fn register_font() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // The bytes are a TrueType font compiled into the binary; a parse failure would be a build defect.
-        if plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES).is_err() {
-            panic!("the shipped font assets/fonts/DejaVuSans.ttf must parse");
-        }
-    });
-}
-
 /// Sensitivity against attack strength, one line with 95 % interval bars per attack;
 /// the held-out and memorised sensitivities as dashed horizontal references.
 pub fn plot(summary: &AuditSummary, path: &Path) -> Result<()> {
-    register_font();
-    let (width, height) = (900u32, 560u32);
-    let mut buf = vec![255u8; (width * height * 3) as usize];
+    use crate::eval::plots::{with_canvas, FONT, SERIES_COLOURS as COLOURS};
     let err = |e: &dyn std::fmt::Debug| Error::file(path, format!("drawing failed: {e:?}"));
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (width, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| err(&e))?;
-        let mut chart = ChartBuilder::on(&root)
+    with_canvas(path, 900, 560, |root| {
+        let mut chart = ChartBuilder::on(root)
             .caption(format!("Re-identification filter sensitivity (δ = {})", summary.delta), (FONT, 22))
             .margin(16)
             .x_label_area_size(44)
@@ -338,12 +310,6 @@ pub fn plot(summary: &AuditSummary, path: &Path) -> Result<()> {
             .border_style(BLACK)
             .draw()
             .map_err(|e| err(&e))?;
-        root.present().map_err(|e| err(&e))?;
-    }
-    let mut png = Vec::new();
-    use ::image::ImageEncoder;
-    ::image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(&buf, width, height, ::image::ExtendedColorType::Rgb8)
-        .map_err(|e| Error::file(path, format!("PNG encoding failed: {e}")))?;
-    crate::io::write_atomic_bytes(path, &png)
+        Ok(())
+    })
 }
