@@ -165,6 +165,21 @@ fn a_short_class_falls_back_to_lower_ranks_then_passes_on_its_deficit() {
 }
 
 #[test]
+fn lift_ranks_what_an_image_shows_beyond_the_common_classes() {
+    // A common view (prior 0.6) at 0.7 against a rare finding (prior 0.15) at 0.5.
+    let probabilities = vec![vec![0.7, 0.5, 0.1]];
+    let priors = [0.6, 0.15, 0.1];
+    assert_eq!(top_k_classes(&ranking_scores(probabilities.clone(), &priors, Ranking::Probability)[0], 1), vec![0]);
+    let lift = ranking_scores(probabilities, &priors, Ranking::Lift);
+    assert_eq!(top_k_classes(&lift[0], 3), vec![1, 0, 2]);
+    let logit = |p: f64| (p / (1.0 - p)).ln();
+    assert!((lift[0][1] - (logit(0.5) - logit(0.15))).abs() < 1e-12);
+    assert!(lift[0][2].abs() < 1e-12, "at its prior a class has lift 0");
+    // Saturated probabilities stay finite.
+    assert!(ranking_scores(vec![vec![1.0, 0.0]], &[0.5, 0.5], Ranking::Lift)[0].iter().all(|v| v.is_finite()));
+}
+
+#[test]
 fn bad_inputs_are_errors() {
     let s = random_scores(10, 3, 1);
     assert!(histogram_from_scores(&s, 0).is_err());
@@ -189,8 +204,11 @@ fn bad_inputs_are_errors() {
 
 #[test]
 fn config_reads_toml_with_defaults_and_rejects_unknown_fields() {
-    let cfg: SemanticConfig = toml::from_str("top_k = 3\nquery_noise_multiplier = 12.5\n[classifier]\nce_epochs = 2\n").unwrap();
+    let cfg: SemanticConfig =
+        toml::from_str("top_k = 3\nranking = \"probability\"\nquery_noise_multiplier = 12.5\n[classifier]\nce_epochs = 2\n").unwrap();
     assert_eq!((cfg.top_k, cfg.query_noise_multiplier, cfg.classifier.ce_epochs), (3, 12.5, 2));
+    assert_eq!(cfg.ranking, Ranking::Probability);
+    assert_eq!(SemanticConfig::default().ranking, Ranking::Lift);
     assert!(cfg.labels.is_empty());
     assert_eq!(cfg.classifier.image_size, 224, "paper-size classifier by default");
     assert_eq!(SemanticConfig::demo().classifier.aucm_epochs, 0);
@@ -257,6 +275,8 @@ fn semantic_query_end_to_end_on_phantoms() {
     classifier.save(&folder).unwrap();
     let loaded = SemanticClassifier::load(&folder).unwrap();
     assert_eq!(loaded.classes(), classifier.classes());
+    assert_eq!(loaded.card, classifier.card);
+    assert_eq!(classifier.card.priors[0], training.positives[0] as f64 / 48.0);
     let idx = [0usize, 5, 9];
     assert_eq!(loaded.scores(&public, &idx, 4, 1).unwrap(), classifier.scores(&public, &idx, 4, 1).unwrap());
     let chosen = selected_manifest(&public, &query.selection, &tmp.path().join("chosen/manifest.jsonl"));

@@ -8,7 +8,12 @@
 //!    classes — the public manifest's label names and, where records carry a
 //!    `view`, one class per view (`view:PA`, `view:AP`, …).
 //! 2. The *query*: every sensitive image adds 1 to each of the `k` classes its
-//!    classifier scores rank highest ([`semantic_histogram`]). Adding or
+//!    classifier scores rank highest ([`semantic_histogram`]). By default a
+//!    class's score is its log-odds lift over the class's public prevalence
+//!    ([`Ranking::Lift`]): raw multi-label probabilities would rank the common
+//!    classes (a view held by 60% of images) first in nearly every image, so
+//!    every image would vote for the same classes and the query would say
+//!    nothing. Adding or
 //!    removing one image changes `k` distinct bins by 1, so the histogram's L2
 //!    sensitivity is √k ([`l2_sensitivity`]; under replace-one adjacency it
 //!    would be √(2k)). Gaussian noise of standard deviation σ_q·√k per bin
@@ -28,6 +33,7 @@
 
 use crate::data::{Manifest, Split};
 use crate::eval::classifier::{Classifier, ClassifierConfig, LabelledSet, TrainingLog};
+use crate::io::write_atomic_json;
 use crate::{Error, Result, Rng};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -36,6 +42,20 @@ use std::sync::Arc;
 
 /// Prefix of the semantic classes made from a record's `view` (`view:PA`).
 pub const VIEW_PREFIX: &str = "view:";
+
+/// The file beside a semantic classifier's weights holding its classes, priors and ranking.
+pub const SEMANTIC_FILE: &str = "semantic.json";
+
+/// How an image's classes are ranked for its top-k.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ranking {
+    /// logit(p_c) − logit(π_c), π_c the class's prevalence in the public training set: the classes
+    /// this image shows more than a typical image does.
+    Lift,
+    /// The classifier's probability p_c (right when classes are about equally common).
+    Probability,
+}
 
 /// How the semantic query is made.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,6 +67,9 @@ pub struct SemanticConfig {
     pub labels: Vec<String>,
     /// Classes each sensitive image votes for (the L2 sensitivity of the query is √top_k).
     pub top_k: usize,
+    /// How classes are ranked for the top-k (`"lift"` or `"probability"`); fixed into the semantic
+    /// classifier (its `semantic.json`) when it is trained.
+    pub ranking: Ranking,
     /// σ_q: the query noise's standard deviation relative to the L2 sensitivity (noise std per bin
     /// = σ_q·√top_k). The query is the Gaussian mechanism with this noise multiplier.
     pub query_noise_multiplier: f64,
@@ -66,6 +89,7 @@ impl Default for SemanticConfig {
         SemanticConfig {
             labels: Vec::new(),
             top_k: 2,
+            ranking: Ranking::Lift,
             query_noise_multiplier: 20.0,
             classifier: ClassifierConfig { aucm_epochs: 0, ..ClassifierConfig::default() },
             seed: 0,
@@ -127,6 +151,20 @@ pub fn default_classes(public: &Manifest) -> Vec<String> {
 pub struct SemanticClassifier {
     /// The multi-label DenseNet; its card's labels are the semantic classes, in score order.
     pub classifier: Classifier,
+    /// What [`SemanticClassifier::scores`] ranks by.
+    pub card: SemanticCard,
+}
+
+/// `semantic.json` of a semantic classifier folder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SemanticCard {
+    /// The semantic classes, in score order (the classifier's labels).
+    pub classes: Vec<String>,
+    /// Each class's prevalence in the public training set, in (0, 1).
+    pub priors: Vec<f64>,
+    /// How scores rank the classes.
+    pub ranking: Ranking,
 }
 
 /// What training the semantic classifier did.
@@ -149,19 +187,56 @@ impl SemanticClassifier {
     }
 
     /// Class probabilities `[records][classes]` of `indices` of `manifest`, in that order.
-    pub fn scores(&self, manifest: &Arc<Manifest>, indices: &[usize], batch_size: usize, workers: usize) -> Result<Vec<Vec<f64>>> {
+    pub fn probabilities(&self, manifest: &Arc<Manifest>, indices: &[usize], batch_size: usize, workers: usize) -> Result<Vec<Vec<f64>>> {
         self.classifier.predict(manifest, indices, batch_size, workers)
     }
 
-    /// Writes the classifier folder (`config.json`, `model.safetensors`).
+    /// The ranking scores `[records][classes]` (see [`Ranking`]) of `indices` of `manifest`: what
+    /// the top-k of the query and of the selection compare.
+    pub fn scores(&self, manifest: &Arc<Manifest>, indices: &[usize], batch_size: usize, workers: usize) -> Result<Vec<Vec<f64>>> {
+        let p = self.probabilities(manifest, indices, batch_size, workers)?;
+        Ok(ranking_scores(p, &self.card.priors, self.card.ranking))
+    }
+
+    /// Writes the classifier folder (`config.json`, `model.safetensors`, `semantic.json`).
     pub fn save(&self, folder: &Path) -> Result<()> {
-        self.classifier.save(folder)
+        self.classifier.save(folder)?;
+        write_atomic_json(folder.join(SEMANTIC_FILE), &self.card)
     }
 
     /// Loads a classifier folder written by [`SemanticClassifier::save`].
     pub fn load(folder: &Path) -> Result<SemanticClassifier> {
-        Ok(SemanticClassifier { classifier: Classifier::load(folder)? })
+        let classifier = Classifier::load(folder)?;
+        let path = folder.join(SEMANTIC_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let card: SemanticCard = serde_json::from_str(&text).map_err(|e| Error::file(&path, e.to_string()))?;
+        if card.classes != classifier.card.labels || card.priors.len() != card.classes.len() {
+            return Err(Error::file(&path, "field `classes`/`priors` does not match the classifier's labels in config.json"));
+        }
+        if let Some(p) = card.priors.iter().find(|p| !(**p > 0.0 && **p < 1.0)) {
+            return Err(Error::file(&path, format!("field `priors`: {p} is not in (0, 1)")));
+        }
+        Ok(SemanticClassifier { classifier, card })
     }
+}
+
+/// Probabilities `[records][classes]` turned into ranking scores: unchanged for
+/// [`Ranking::Probability`], logit(p_c) − logit(π_c) for [`Ranking::Lift`] with `priors` π.
+pub fn ranking_scores(mut probabilities: Vec<Vec<f64>>, priors: &[f64], ranking: Ranking) -> Vec<Vec<f64>> {
+    if ranking == Ranking::Lift {
+        for row in &mut probabilities {
+            for (v, &prior) in row.iter_mut().zip(priors) {
+                *v = logit(*v) - logit(prior);
+            }
+        }
+    }
+    probabilities
+}
+
+/// log(p / (1 − p)), with p kept off 0 and 1 so a saturated sigmoid stays finite.
+fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-7, 1.0 - 1e-7);
+    (p / (1.0 - p)).ln()
 }
 
 /// Trains the semantic classifier on every record of `public` (public data needs no held-out split).
@@ -202,8 +277,10 @@ pub fn train_semantic_classifier(
     let set = LabelledSet::new(targets, (0..public.len()).collect(), &classes, None)?;
     let mut classifier = Classifier::new(&cfg.classifier, classes.clone())?;
     let log = classifier.train(&cfg.classifier, &set, bar)?;
+    let priors = positives.iter().map(|&p| p as f64 / public.len() as f64).collect();
+    let card = SemanticCard { classes: classes.clone(), priors, ranking: cfg.ranking };
     let training = SemanticTraining { classes, positives, images: public.len(), log };
-    Ok((SemanticClassifier { classifier }, training))
+    Ok((SemanticClassifier { classifier, card }, training))
 }
 
 /// The `k` classes of one score row, highest first (ties: lower class index first).
@@ -431,6 +508,8 @@ pub struct SemanticQuery {
     pub classes: Vec<String>,
     /// Classes each sensitive image voted for.
     pub top_k: usize,
+    /// What the top-k ranked by.
+    pub ranking: Ranking,
     /// σ_q (noise std relative to the L2 sensitivity √k); feed it to the accountant's `compose_gaussian`.
     pub query_noise_multiplier: f64,
     /// The noise's standard deviation per bin, σ_q·√k.
@@ -468,6 +547,7 @@ pub fn semantic_query(
     Ok(SemanticQuery {
         classes: classifier.classes().to_vec(),
         top_k: cfg.top_k,
+        ranking: classifier.card.ranking,
         query_noise_multiplier: cfg.query_noise_multiplier,
         noise_std: noise_std(cfg.query_noise_multiplier, cfg.top_k),
         sensitive_records: sensitive_indices.len(),
