@@ -8,6 +8,7 @@ use serde::Serialize;
 /// `privdistill dp …`.
 #[derive(clap::Args, Debug)]
 pub struct DpArgs {
+    /// Which tool.
     #[command(subcommand)]
     pub command: DpCommand,
 }
@@ -33,6 +34,7 @@ pub struct EpsilonArgs {
     /// Number of DP-SGD steps.
     #[arg(long)]
     pub steps: u64,
+    /// δ of (ε, δ)-DP: below 1 / dataset size, e.g. 1e-5.
     #[arg(long, allow_negative_numbers = true)]
     pub delta: f64,
     /// Also spend one full-data Gaussian query of this noise multiplier (PrivImage's semantic query).
@@ -55,6 +57,7 @@ pub struct CalibrateArgs {
     /// Number of DP-SGD steps.
     #[arg(long)]
     pub steps: u64,
+    /// δ of (ε, δ)-DP: below 1 / dataset size, e.g. 1e-5.
     #[arg(long, allow_negative_numbers = true)]
     pub delta: f64,
     /// A full-data Gaussian query of this noise multiplier spends part of the budget first (PrivImage's semantic query).
@@ -68,27 +71,40 @@ pub struct CalibrateArgs {
 /// What `dp epsilon` reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EpsilonReport {
+    /// ε of (ε, δ)-DP for everything spent.
     pub epsilon: f64,
+    /// The δ it holds at.
     pub delta: f64,
     /// The RDP order at which the conversion to (ε, δ) is tightest.
     pub best_order: f64,
+    /// DP-SGD's sampling rate q.
     pub sample_rate: f64,
+    /// DP-SGD's noise multiplier σ.
     pub noise_multiplier: f64,
+    /// DP-SGD's number of steps.
     pub steps: u64,
+    /// The semantic query's noise multiplier, if it was spent too.
     pub semantic_noise_multiplier: Option<f64>,
 }
 
 /// What `dp calibrate` reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CalibrateReport {
+    /// The smallest DP-SGD noise multiplier σ that fits the budget.
     pub noise_multiplier: f64,
     /// ε actually reached with `noise_multiplier` (≤ the target).
     pub epsilon: f64,
+    /// The budget ε asked for.
     pub target_epsilon: f64,
+    /// The δ it holds at.
     pub delta: f64,
+    /// The RDP order at which the conversion to (ε, δ) is tightest.
     pub best_order: f64,
+    /// DP-SGD's sampling rate q.
     pub sample_rate: f64,
+    /// DP-SGD's number of steps.
     pub steps: u64,
+    /// The semantic query's noise multiplier, if it spent part of the budget first.
     pub semantic_noise_multiplier: Option<f64>,
 }
 
