@@ -52,6 +52,8 @@ enum Command {
     Report(privdistill::pipeline::eval_cli::ReportArgs),
     /// Audit the re-identification filter: sensitivity/specificity on held-out pairs, augmented copies, memorised samples.
     Audit(AuditCli),
+    /// Differential privacy accountant: ε of DP-SGD, or the noise multiplier for a budget.
+    Dp(privdistill::pipeline::dp_cli::DpArgs),
 }
 
 /// A stage configured by a TOML file and `--set key=value` overrides.
@@ -298,6 +300,7 @@ fn main() -> std::process::ExitCode {
             }
             stage.resolve(&base).and_then(|cfg| run(&cfg)).map(show_summary).map_err(anyhow::Error::from)
         }
+        Command::Dp(a) => privdistill::pipeline::dp_cli::run(&a).map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod dp_cli;
 pub mod eval_cli;
 pub mod evaluate;
 pub mod export;

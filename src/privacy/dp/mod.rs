@@ -1,5 +1,7 @@
-//! Differential privacy: the PrivImage baseline's building blocks — the
-//! semantic query of the sensitive data and the public-data selection it
-//! drives ([`semantic`]).
+//! Differential privacy for the PrivImage baseline: the Rényi-DP accountant
+//! that turns noise, sampling rate and steps into (ε, δ) and back ([`rdp`]),
+//! and the semantic query of the sensitive data with the public-data
+//! selection it drives ([`semantic`]).
 
+pub mod rdp;
 pub mod semantic;
