@@ -11,6 +11,7 @@
 pub mod align;
 pub mod audit;
 pub mod dataset;
+pub mod dp;
 pub mod filter;
 pub mod lineage;
 pub mod reid;
