@@ -49,7 +49,10 @@ pub fn sum_to_param_per_sample(full: &Tensor, batch: usize, param: &[usize], op:
     let rows = rows_per_sample(full, batch, op)?;
     let n = full.rank();
     if param.len() > n {
-        return Err(Error::msg(format!("per-sample gradients: op {op}: parameter {param:?} has more dims than the output {:?}", full.shape())));
+        return Err(Error::msg(format!(
+            "per-sample gradients: op {op}: parameter {param:?} has more dims than the output {:?}",
+            full.shape()
+        )));
     }
     let mut padded = vec![1; n - param.len()];
     padded.extend_from_slice(param);

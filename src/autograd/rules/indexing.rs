@@ -29,7 +29,8 @@ impl BackwardRule for EmbeddingBackward {
         let run = || -> Result<Vec<Option<Tensor>>> {
             let m = rows_per_sample(&self.ids, batch, "embedding")?;
             let vocab = self.weight.shape()[0];
-            let dw = stack_per_sample(batch, |b| Tensor::embedding_backward(&self.ids.narrow(0, b * m, m)?, &g.narrow(0, b * m, m)?, vocab))?;
+            let dw =
+                stack_per_sample(batch, |b| Tensor::embedding_backward(&self.ids.narrow(0, b * m, m)?, &g.narrow(0, b * m, m)?, vocab))?;
             Ok(vec![None, Some(dw)])
         };
         Some(run())

@@ -141,7 +141,10 @@ fn batch_of(per_sample: &Gradients, params: &[Tensor]) -> Result<usize> {
     for p in params {
         let Some(g) = per_sample.get(p) else { continue };
         if g.rank() != p.rank() + 1 || g.shape()[1..] != *p.shape() {
-            return Err(Error::bad_shape("dp-sgd", format!("per-sample gradient {:?} does not stack parameter {:?}", g.shape(), p.shape())));
+            return Err(Error::bad_shape(
+                "dp-sgd",
+                format!("per-sample gradient {:?} does not stack parameter {:?}", g.shape(), p.shape()),
+            ));
         }
         match batch {
             None => batch = Some(g.shape()[0]),
@@ -225,7 +228,13 @@ pub fn clip_and_sum(per_sample: &Gradients, params: &[Tensor], max_grad_norm: f6
 /// The privatised gradient from a clipped sum: `(sum + N(0, σ²C²)) / expected_batch`
 /// for every parameter, the noise drawn from `rng` in the order of `params`
 /// (no draw when `σ` = 0).
-pub fn noise_and_normalise(clipped_sum: &Gradients, params: &[Tensor], cfg: &DpSgdConfig, rng: &mut Rng, expected_batch: f64) -> Result<Gradients> {
+pub fn noise_and_normalise(
+    clipped_sum: &Gradients,
+    params: &[Tensor],
+    cfg: &DpSgdConfig,
+    rng: &mut Rng,
+    expected_batch: f64,
+) -> Result<Gradients> {
     cfg.validate()?;
     if !(expected_batch.is_finite() && expected_batch > 0.0) {
         return Err(Error::msg(format!("dp-sgd: the expected batch size must be positive, got {expected_batch}")));
