@@ -151,7 +151,7 @@ fn per_sample_gradients_reject_coupled_samples_and_unknown_ops() {
     // Data that is not sample-major for the batch is refused.
     let lin = Linear::new(&vs.root().pp("lin"), 3, 2, true).unwrap();
     let loss = lin.forward(&randn(&[5, 3], DType::F64, 5)).unwrap().sum_all().unwrap();
-    let err = error_of(loss.backward_per_sample(2, &[lin.weight.clone()]));
+    let err = error_of(loss.backward_per_sample(2, std::slice::from_ref(&lin.weight)));
     assert!(err.contains("sample-major"), "{err}");
 }
 
@@ -528,7 +528,8 @@ mod stage {
     fn bad_settings_get_a_clear_error() {
         let f = fixture();
         let out = f.dir.join("bad");
-        let cases: [(&str, Box<dyn Fn(&mut TrainLdmDpConfig)>); 6] = [
+        type Change = Box<dyn Fn(&mut TrainLdmDpConfig)>;
+        let cases: [(&str, Change); 6] = [
             ("sample_rate", Box::new(|c| c.sample_rate = 0.0)),
             ("noise_multiplier", Box::new(|c| c.noise_multiplier = -1.0)),
             ("max_grad_norm", Box::new(|c| c.max_grad_norm = 0.0)),
