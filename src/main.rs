@@ -143,6 +143,9 @@ struct AuditCli {
     /// Samples of a deliberately memorising model (a synthetic dataset folder).
     #[arg(long)]
     synthetic: Option<PathBuf>,
+    /// `score`'s output for --synthetic: report what the filter removed by its own scores.
+    #[arg(long)]
+    scores: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -303,7 +306,7 @@ fn main() -> std::process::ExitCode {
             } else {
                 AuditConfig::default()
             };
-            for (key, path) in [("reid", &a.reid), ("synthetic", &a.synthetic)] {
+            for (key, path) in [("reid", &a.reid), ("synthetic", &a.synthetic), ("scores", &a.scores)] {
                 if let Some(p) = path {
                     stage.overrides.push(path_override(key, p));
                 }

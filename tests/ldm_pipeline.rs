@@ -16,17 +16,9 @@ use privdistill::{DType, Device, Rng, Tensor};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-const VAE: &str = r#"{"_class_name": "AutoencoderKL", "in_channels": 1, "out_channels": 1, "latent_channels": 4,
-  "block_out_channels": [8, 16, 16], "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
-  "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"], "layers_per_block": 1,
-  "norm_num_groups": 8, "sample_size": 32, "scaling_factor": 1.0}"#;
-const UNET: &str = r#"{"_class_name": "UNet2DConditionModel", "sample_size": 8, "in_channels": 4, "out_channels": 4,
-  "layers_per_block": 1, "block_out_channels": [32, 64], "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "attention_head_dim": 2, "cross_attention_dim": 32,
-  "norm_num_groups": 16}"#;
-const TEXT: &str = r#"{"architectures": ["CLIPTextModel"], "model_type": "clip_text_model", "vocab_size": 49408,
-  "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-  "max_position_embeddings": 77, "hidden_act": "quick_gelu", "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 49407}"#;
+const VAE: &str = include_str!("fixtures/tiny/vae.json");
+const UNET: &str = include_str!("fixtures/tiny/unet.json");
+const TEXT: &str = include_str!("fixtures/tiny/text_encoder.json");
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

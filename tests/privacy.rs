@@ -258,6 +258,7 @@ mod scoring {
             out: root.join("scores.jsonl"),
             batch_size: 3,
             neighbours: 2,
+            prompted_neighbours: false,
         }
     }
 

@@ -8,7 +8,9 @@
 use crate::data::{Image, Manifest, PairSampler};
 use crate::pipeline::progress;
 use crate::pipeline::scorer_stage::create_out_dir;
-use crate::privacy::audit::{audit_augmented, audit_row, Attack, AuditRow, AuditSettings, Rate};
+use crate::privacy::audit::{
+    audit_augmented, audit_row, near_copy_audit, Attack, AuditRow, AuditSettings, CopyOf, NearCopyAudit, PixelIndex, Rate, SampleCopyCheck,
+};
 use crate::privacy::dataset::SplitDataset;
 use crate::privacy::reid::ReidScorer;
 use crate::privacy::scorer_folder::data_error;
@@ -36,6 +38,14 @@ pub struct AuditConfig {
     pub max_images: usize,
     /// A synthetic dataset sampled from a memorising model (records carry `prompt_index`).
     pub synthetic: Option<PathBuf>,
+    /// Residual pixel correlation with a real image at or above which a synthetic sample counts as a
+    /// near-copy of it (`None`: the largest correlation between two real patients' images).
+    pub copy_threshold: Option<f64>,
+    /// Thumbnail side at which samples and real images are compared for near-copies.
+    pub copy_compare_side: usize,
+    /// `score`'s output for `synthetic`: the filter's own s_reid, so "removed by the filter"
+    /// is what the filter did (otherwise: s_reid against the prompt's image).
+    pub scores: Option<PathBuf>,
     /// Where the tables and the plot go.
     pub out: PathBuf,
     /// Bootstrap resamples per interval.
@@ -56,6 +66,9 @@ impl Default for AuditConfig {
             strengths: vec![0.0, 0.25, 0.5, 0.75, 1.0],
             max_images: 500,
             synthetic: None,
+            copy_threshold: None,
+            copy_compare_side: 16,
+            scores: None,
             out: PathBuf::from("work/audit"),
             bootstrap_resamples: 1000,
             seed: 0,
@@ -84,6 +97,12 @@ impl AuditConfig {
         if let Some(s) = self.strengths.iter().find(|s| !(0.0..=1.0).contains(*s)) {
             return Err(Error::msg(format!("audit: strength {s} must lie in [0, 1]")));
         }
+        if let Some(t) = self.copy_threshold.filter(|t| !(-1.0..=1.0).contains(t)) {
+            return Err(Error::msg(format!("audit: copy_threshold {t} must lie in [-1, 1]")));
+        }
+        if self.copy_compare_side == 0 {
+            return Err(Error::msg("audit: copy_compare_side must be at least 1"));
+        }
         if self.max_images == 0 {
             return Err(Error::msg("audit: max_images must be at least 1"));
         }
@@ -100,6 +119,8 @@ pub struct AuditSummary {
     pub delta: f64,
     /// One row per set (and attack strength).
     pub rows: Vec<AuditRow>,
+    /// With `synthetic`: the samples that are pixel-level near-copies of real images, and how many the filter removes.
+    pub near_copies: Option<NearCopyAudit>,
     /// Wall time.
     pub wall_seconds: f64,
 }
@@ -119,14 +140,21 @@ pub fn run(cfg: &AuditConfig) -> Result<AuditSummary> {
     let (originals, others) = augmentation_sources(&data, cfg.max_images, cfg.seed)?;
     rows.extend(audit_augmented(&scorer, &originals, &others, &cfg.attacks, &cfg.strengths, settings, || bar.inc(1))?);
 
+    let mut near_copies = None;
     if let Some(dir) = &cfg.synthetic {
-        rows.push(memorised_row(&scorer, &data, dir, settings)?);
+        let recorded = match &cfg.scores {
+            Some(path) => crate::pipeline::filter::read_scores(path)?.into_iter().map(|s| (s.image, s.s_reid)).collect(),
+            None => std::collections::HashMap::new(),
+        };
+        let (row, copies) = memorised(&scorer, &data, dir, (cfg.copy_threshold, cfg.copy_compare_side), &recorded, settings)?;
+        rows.push(row);
+        near_copies = Some(copies);
         bar.inc(1);
     }
     bar.finish_and_clear();
 
     create_out_dir(&cfg.out)?;
-    let summary = AuditSummary { out: cfg.out.clone(), delta: cfg.delta, rows, wall_seconds: started.elapsed().as_secs_f64() };
+    let summary = AuditSummary { out: cfg.out.clone(), delta: cfg.delta, rows, near_copies, wall_seconds: started.elapsed().as_secs_f64() };
     crate::io::write_atomic_json(cfg.out.join("audit.json"), &summary)?;
     crate::io::write_atomic_bytes(cfg.out.join("audit.md"), markdown(&summary).as_bytes())?;
     plot(&summary, &cfg.out.join("audit.png"))?;
@@ -180,12 +208,23 @@ fn augmentation_sources(data: &SplitDataset, max_images: usize, seed: u64) -> Re
 }
 
 /// Every synthetic sample against the real image of its prompt (should be flagged:
-/// the model memorises) and against the image of a random other patient (should pass).
-fn memorised_row(scorer: &ReidScorer, data: &SplitDataset, dir: &Path, settings: AuditSettings) -> Result<AuditRow> {
+/// the model memorises) and against the image of a random other patient (should
+/// pass); then the near-copy audit: which samples are pixel-level copies of a real
+/// image (any record of `data`), whose image that is, and whether the filter's
+/// score — s_reid against the prompt's image — removes them.
+fn memorised(
+    scorer: &ReidScorer,
+    data: &SplitDataset,
+    dir: &Path,
+    (copy_threshold, side): (Option<f64>, usize),
+    recorded: &std::collections::HashMap<String, f64>,
+    settings: AuditSettings,
+) -> Result<(AuditRow, NearCopyAudit)> {
     let synthetic = Manifest::load(dir).map_err(data_error)?;
     let records = &data.manifest.records;
     let mut rng = Rng::new(settings.seed).fork(0x006d_656d);
-    let (mut samples, mut sources, mut others) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut samples, mut prompts, mut sources, mut others) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut filter_scores = Vec::new();
     for (k, r) in synthetic.records.iter().enumerate() {
         let Some(p) = r.prompt_index else {
             return Err(Error::file(
@@ -206,13 +245,52 @@ fn memorised_row(scorer: &ReidScorer, data: &SplitDataset, dir: &Path, settings:
         let other = (0..64).map(|_| rng.below(records.len())).find(|&j| records[j].patient != records[p].patient);
         let Some(other) = other else { continue };
         samples.push(synthetic.load_image(k).map_err(data_error)?);
+        prompts.push(p);
+        if !recorded.is_empty() {
+            let s = recorded.get(&r.image).ok_or_else(|| {
+                Error::file(
+                    &synthetic.path,
+                    format!("line {}: image {} has no score in the given scores file", synthetic.lines[k], r.image),
+                )
+            })?;
+            filter_scores.push(Some(*s));
+        } else {
+            filter_scores.push(None);
+        }
         sources.push(data.manifest.load_image(p).map_err(data_error)?);
         others.push(data.manifest.load_image(other).map_err(data_error)?);
     }
     let sample_emb = scorer.embed(&samples)?;
     let positives = scorer.score_embeddings(&sample_emb, &scorer.embed(&sources)?)?;
     let negatives = scorer.score_embeddings(&sample_emb, &scorer.embed(&others)?)?;
-    audit_row("memorised", None, &positives, &negatives, settings.delta, settings.resamples, settings.seed)
+    let row = audit_row("memorised", None, &positives, &negatives, settings.delta, settings.resamples, settings.seed)?;
+
+    let reals = (0..records.len()).map(|i| data.manifest.load_image(i).map_err(data_error)).collect::<Result<Vec<_>>>()?;
+    let index = PixelIndex::new(&reals, side)?;
+    let nearest = index.nearest(&samples);
+    let nearest_images: Vec<Image> = nearest.iter().map(|&(j, _)| reals[j].clone()).collect();
+    let against_nearest = scorer.score_embeddings(&sample_emb, &scorer.embed(&nearest_images)?)?;
+    let checks: Vec<SampleCopyCheck> = nearest
+        .iter()
+        .zip(prompts.iter().zip(&filter_scores))
+        .zip(positives.iter().zip(&against_nearest))
+        .map(|((&(j, correlation), (&p, &s_reid_filter)), (&s_prompt, &s_nearest))| SampleCopyCheck {
+            correlation,
+            copy_of: if j == p {
+                CopyOf::PromptImage
+            } else if records[j].patient == records[p].patient {
+                CopyOf::PromptPatient
+            } else {
+                CopyOf::OtherPatient
+            },
+            s_reid_prompt: s_prompt,
+            s_reid_filter,
+            s_reid_nearest: s_nearest,
+        })
+        .collect();
+    let patients: Vec<&str> = records.iter().map(|r| r.patient.as_str()).collect();
+    let copies = near_copy_audit(&checks, &index.nearest_other_patient(&patients), copy_threshold, side, settings)?;
+    Ok((row, copies))
 }
 
 fn format_rate(r: &Option<Rate>) -> (String, String) {
@@ -241,7 +319,42 @@ pub fn markdown(summary: &AuditSummary) -> String {
             r.mean_positive_score.map_or("–".into(), |v| format!("{v:.3}")),
         ));
     }
+    if let Some(c) = &summary.near_copies {
+        s.push_str(&near_copy_markdown(c));
+    }
     s
+}
+
+/// The near-copy section: how many samples copy a real image and how many the filter removes.
+fn near_copy_markdown(c: &NearCopyAudit) -> String {
+    let (_, removed) = format_rate(&c.removed);
+    let (_, nearest) = format_rate(&c.flagged_against_nearest);
+    let mean = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.3}"));
+    let side = c.side;
+    let removed_source = if c.removed_from_scores { "the s_reid recorded by `score`" } else { "s_reid against the prompt's real image" };
+    format!(
+        "\n## Near-copies among the memorising model's samples\n\n\
+         Images are compared as {side}×{side} thumbnails minus the mean real thumbnail (Pearson correlation of the residuals). \
+         A sample is a near-copy when its correlation with the most similar real image is ≥ {:.3}. \
+         A real image's correlation with the most similar image of another patient has median {:.3} and maximum {:.3}; \
+         the samples' correlation with their most similar real image has median {:.3} and maximum {:.3}.\n\n\
+         \"Removed by the filter\": {removed_source} ≥ δ.\n\n\
+         | samples | near-copies | of the prompt's image | of the prompt's patient | of another patient | removed by the filter [95 % CI] | flagged against the nearest real image | mean s_reid: copies / others |\n\
+         |---|---|---|---|---|---|---|---|\n\
+         | {} | {} | {} | {} | {} | {removed} | {nearest} | {} / {} |\n",
+        c.threshold,
+        c.distinct_real_median,
+        c.distinct_real_max,
+        c.sample_median,
+        c.sample_max,
+        c.samples,
+        c.near_copies,
+        c.of_prompt_image,
+        c.of_prompt_patient,
+        c.of_other_patient,
+        mean(c.mean_s_reid_copies),
+        mean(c.mean_s_reid_others),
+    )
 }
 
 /// Sensitivity against attack strength, one line with 95 % interval bars per attack;

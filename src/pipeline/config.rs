@@ -44,7 +44,33 @@ pub fn apply_overrides(text: &str, overrides: &[String], path: &Path) -> Result<
             let entry = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
             table = entry.as_table_mut().ok_or_else(|| Error::msg(format!("--set {item}: `{part}` is not a table")))?;
         }
-        table.insert(parts[parts.len() - 1].to_string(), parsed);
+        let last = parts[parts.len() - 1];
+        // Switching a tagged enum's variant (`--set lr_schedule.kind=constant`) must not
+        // carry over the old variant's fields: start the table afresh from its tag.
+        if last == "kind" && parts.len() > 1 && table.get("kind").is_some_and(|old| *old != parsed) {
+            table.clear();
+        }
+        table.insert(last.to_string(), parsed);
     }
     toml::to_string(&doc).map_err(|e| Error::msg(format!("--set: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::apply_overrides;
+    use std::path::Path;
+
+    #[test]
+    fn switching_an_enum_variant_drops_the_old_variants_fields() {
+        let text = "steps = 10\n[lr_schedule]\nkind = \"constant_with_warmup\"\nwarmup_steps = 500\n";
+        let set = |o: &[&str]| {
+            let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+            toml::from_str::<toml::Table>(&apply_overrides(text, &o, Path::new("x.toml")).unwrap()).unwrap()
+        };
+        let switched = set(&["lr_schedule.kind=constant"]);
+        assert_eq!(switched["lr_schedule"].as_table().unwrap().len(), 1, "{switched}");
+        let same = set(&["lr_schedule.kind=constant_with_warmup", "lr_schedule.warmup_steps=20"]);
+        assert_eq!(same["lr_schedule"]["warmup_steps"].as_integer(), Some(20));
+        assert_eq!(set(&["steps=3"])["steps"].as_integer(), Some(3));
+    }
 }

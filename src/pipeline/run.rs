@@ -274,11 +274,13 @@ pub fn run_pipeline(cfg: &PipelineConfig, force: &[String]) -> Result<RunSummary
         StageOutput::summary(train_align::run(&align_cfg)?)
     })?;
 
-    // The retrieval net is needed only for samples without a prompt.
+    // The retrieval net is needed for samples without a prompt, and when prompted
+    // samples are also compared with their nearest real images (`score.prompted_neighbours`).
     let synth_manifest = Manifest::load(&synth)?;
-    let unconditional = synth_manifest.records.iter().any(|r| r.prompt_index.is_none());
+    let prompted_neighbours = over("score").and_then(|t| t.get("prompted_neighbours")).and_then(|v| v.as_bool()).unwrap_or(false);
+    let needs_retrieval = prompted_neighbours || synth_manifest.records.iter().any(|r| r.prompt_index.is_none());
     let retrieval = work.path("retrieval");
-    if unconditional || over("train-retrieval").is_some() {
+    if needs_retrieval || over("train-retrieval").is_some() {
         let mut c = preset!(
             cfg,
             train_retrieval::TrainRetrievalConfig::demo(&real, &retrieval),
@@ -300,16 +302,17 @@ pub fn run_pipeline(cfg: &PipelineConfig, force: &[String]) -> Result<RunSummary
             synth: synth.clone(),
             reid: reid.clone(),
             align: Some(align.clone()),
-            retrieval: unconditional.then(|| retrieval.clone()),
+            retrieval: needs_retrieval.then(|| retrieval.clone()),
             out: scores.clone(),
             batch_size: 32,
             neighbours: 5,
+            prompted_neighbours: false,
         },
         "score",
         over("score"),
     )?;
     let mut score_inputs: Vec<(&str, &Path)> = vec![("real", &real), ("synth", &synth), ("reid", &reid), ("align", &align)];
-    if unconditional {
+    if needs_retrieval {
         score_inputs.push(("retrieval", &retrieval));
     }
     runner.stage("score", &score_cfg, &score_inputs, &[("scores", &scores)], || StageOutput::summary(super::score::run(&score_cfg)?))?;

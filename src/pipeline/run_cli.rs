@@ -101,6 +101,9 @@ pub struct ScoreArgs {
     /// Real neighbours per unconditional sample.
     #[arg(long, default_value_t = 5)]
     pub neighbours: usize,
+    /// Also compare prompted samples with their nearest real images (needs --retrieval); catches copies of other patients.
+    #[arg(long)]
+    pub prompted_neighbours: bool,
 }
 
 /// Run `score`.
@@ -114,6 +117,7 @@ pub fn score(a: &ScoreArgs) -> Result<()> {
         out: a.out.clone(),
         batch_size: a.batch_size,
         neighbours: a.neighbours,
+        prompted_neighbours: a.prompted_neighbours,
     })?;
     println!("scored {} images ({} from an earlier run); mean s_reid {:.3}", s.scored, s.resumed, s.s_reid_mean);
     if let Some(m) = s.s_align_mean {

@@ -38,6 +38,11 @@ pub struct ScoreConfig {
     /// Real neighbours an unconditional sample is compared with (s_reid is the max over them).
     #[serde(default = "default_neighbours")]
     pub neighbours: usize,
+    /// Also compare each prompted sample with its `neighbours` nearest real images (needs `retrieval`)
+    /// and keep the highest s_reid. The paper compares with the prompt's image only, which misses a
+    /// sample that copies another patient's image — one with the same report, say.
+    #[serde(default)]
+    pub prompted_neighbours: bool,
 }
 
 fn default_batch() -> usize {
@@ -120,6 +125,11 @@ pub fn score_with(
     if nearest.is_none() && synth.records.iter().any(|r| r.prompt_index.is_none()) {
         return Err(Error::msg("score: the synthetic set has unconditional samples, so a retrieval network (`retrieval`) is needed"));
     }
+    if nearest.is_none() && cfg.prompted_neighbours {
+        return Err(Error::msg(
+            "score: prompted_neighbours compares samples with their nearest real images, so a retrieval network (`retrieval`) is needed",
+        ));
+    }
 
     let part = part_path(&cfg.out);
     let mut done = read_part(&part)?;
@@ -137,22 +147,23 @@ pub fn score_with(
     for chunk in todo.chunks(cfg.batch_size) {
         let images: Vec<Image> = chunk.iter().map(|&i| synth.load_image(i)).collect::<std::result::Result<_, _>>()?;
         let synth_emb = reid.embed_images(&images)?;
-        // The real image each sample is compared with: its prompt's, or its retrieved neighbours'.
+        // The real images each sample is compared with: its prompt's, and/or its retrieved neighbours'.
         let mut pairs: Vec<(usize, usize)> = Vec::new(); // (row in batch, real index)
         let mut neighbours_of: Vec<Vec<usize>> = vec![Vec::new(); chunk.len()];
-        let unconditional: Vec<usize> = (0..chunk.len()).filter(|&b| synth.records[chunk[b]].prompt_index.is_none()).collect();
-        if !unconditional.is_empty() {
-            let queries: Vec<Image> = unconditional.iter().map(|&b| images[b].clone()).collect();
+        let searched: Vec<usize> =
+            (0..chunk.len()).filter(|&b| cfg.prompted_neighbours || synth.records[chunk[b]].prompt_index.is_none()).collect();
+        if !searched.is_empty() {
+            let queries: Vec<Image> = searched.iter().map(|&b| images[b].clone()).collect();
             let found = nearest.expect("checked above").nearest_real(&queries, cfg.neighbours)?;
-            for (&b, hits) in unconditional.iter().zip(found) {
+            for (&b, hits) in searched.iter().zip(found) {
                 neighbours_of[b] = hits.into_iter().map(|(g, _)| g).collect();
             }
         }
         for (b, &i) in chunk.iter().enumerate() {
-            match synth.records[i].prompt_index {
-                Some(p) => pairs.push((b, p as usize)),
-                None => pairs.extend(neighbours_of[b].iter().map(|&g| (b, g))),
+            if let Some(p) = synth.records[i].prompt_index {
+                pairs.push((b, p as usize));
             }
+            pairs.extend(neighbours_of[b].iter().map(|&g| (b, g)).filter(|pair| !pairs.contains(pair)).collect::<Vec<_>>());
         }
         let missing: Vec<usize> = {
             let mut m: Vec<usize> = pairs.iter().map(|&(_, r)| r).filter(|r| !real_embeddings.contains_key(r)).collect();

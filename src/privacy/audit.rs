@@ -10,7 +10,10 @@
 //!   another patient's image should not be;
 //! - **samples of a memorising model** (optional): every sample of a model
 //!   over-trained until it reproduces its training images, against the real
-//!   image of its prompt, should be flagged.
+//!   image of its prompt, should be flagged. Which samples really are copies
+//!   is decided without the network, by pixel correlation with the most
+//!   similar real image ([`PixelIndex`]); [`near_copy_audit`] then reports the
+//!   fraction of those near-copies the filter removes.
 //!
 //! Each rate comes with a percentile-bootstrap 95 % interval.
 
@@ -18,6 +21,7 @@ use super::reid::ReidScorer;
 use crate::data::Image;
 use crate::eval::metrics::{bootstrap_ci, Estimate};
 use crate::{Result, Rng};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// An image transformation a near-duplicate may have undergone.
@@ -262,4 +266,226 @@ pub fn audit_augmented(
         }
     }
     Ok(rows)
+}
+
+/// Pixel-space nearest neighbours among real images, independent of the
+/// re-identification network: the ground truth of "is this sample a copy?"
+/// that the filter is audited against.
+///
+/// Chest X-rays all look alike — two patients' raw pixels correlate at 0.85 —
+/// so images are compared on what sets them apart: each is reduced to a small
+/// grey thumbnail (`side`×`side`, which also forgives the autoencoder's blur),
+/// the mean thumbnail of the real images is subtracted, and the residuals'
+/// Pearson correlation is the similarity. A copy that only differs in
+/// brightness or contrast still scores near 1.
+pub struct PixelIndex {
+    side: usize,
+    mean: Vec<f32>,
+    residuals: Vec<Vec<f32>>,
+}
+
+impl PixelIndex {
+    /// Index `references` at `side`×`side` (16 is a good choice for 32–256 px X-rays).
+    pub fn new(references: &[Image], side: usize) -> Result<PixelIndex> {
+        if references.is_empty() || side == 0 {
+            return Err(crate::Error::msg("pixel index: needs reference images and a side ≥ 1"));
+        }
+        let thumbnails: Vec<Vec<f32>> = references.par_iter().map(|img| thumbnail(img, side)).collect();
+        let mut mean = vec![0f32; side * side];
+        for t in &thumbnails {
+            mean.iter_mut().zip(t).for_each(|(m, v)| *m += v / thumbnails.len() as f32);
+        }
+        let residuals = thumbnails.iter().map(|t| standardised_residual(t, &mean)).collect();
+        Ok(PixelIndex { side, mean, residuals })
+    }
+
+    /// Reference images indexed.
+    pub fn len(&self) -> usize {
+        self.residuals.len()
+    }
+
+    /// Whether the index is empty (never, once built).
+    pub fn is_empty(&self) -> bool {
+        self.residuals.is_empty()
+    }
+
+    /// The most similar reference of each image: `(index, correlation)`.
+    pub fn nearest(&self, images: &[Image]) -> Vec<(usize, f64)> {
+        images
+            .par_iter()
+            .map(|img| {
+                let q = standardised_residual(&thumbnail(img, self.side), &self.mean);
+                self.most_similar(&q, |_| true)
+            })
+            .collect()
+    }
+
+    /// For every reference, its correlation with the most similar reference of
+    /// another patient (`patients[i]` is reference i's): how alike two patients'
+    /// images can be. A near-copy threshold must sit above these.
+    pub fn nearest_other_patient(&self, patients: &[&str]) -> Vec<f64> {
+        (0..self.len()).into_par_iter().map(|i| self.most_similar(&self.residuals[i], |j| patients[j] != patients[i]).1).collect()
+    }
+
+    fn most_similar(&self, q: &[f32], eligible: impl Fn(usize) -> bool) -> (usize, f64) {
+        let n = q.len() as f64;
+        let mut best = (usize::MAX, f64::NEG_INFINITY);
+        for (j, r) in self.residuals.iter().enumerate() {
+            if !eligible(j) {
+                continue;
+            }
+            let corr = q.iter().zip(r).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() / n;
+            if corr > best.1 {
+                best = (j, corr);
+            }
+        }
+        best
+    }
+}
+
+/// Grey pixels averaged down (box filter) to `side`×`side`.
+fn thumbnail(img: &Image, side: usize) -> Vec<f32> {
+    let grey: Vec<f32> = img.data.chunks(img.channels).map(|px| px.iter().sum::<f32>() / px.len() as f32).collect();
+    let mut out = vec![0f32; side * side];
+    let mut counts = vec![0u32; side * side];
+    for y in 0..img.height {
+        for x in 0..img.width {
+            let at = (y * side / img.height) * side + x * side / img.width;
+            out[at] += grey[y * img.width + x];
+            counts[at] += 1;
+        }
+    }
+    // A thumbnail larger than the image leaves cells empty: fill them from the nearest pixel.
+    for (at, (v, c)) in out.iter_mut().zip(&counts).enumerate() {
+        *v = if *c > 0 {
+            *v / *c as f32
+        } else {
+            let (ty, tx) = (at / side, at % side);
+            grey[(ty * img.height / side) * img.width + tx * img.width / side]
+        };
+    }
+    out
+}
+
+/// `t − mean`, shifted and scaled to zero mean and unit variance.
+fn standardised_residual(t: &[f32], mean: &[f32]) -> Vec<f32> {
+    let r: Vec<f32> = t.iter().zip(mean).map(|(a, m)| a - m).collect();
+    let n = r.len() as f32;
+    let mu = r.iter().sum::<f32>() / n;
+    let std = (r.iter().map(|v| (v - mu).powi(2)).sum::<f32>() / n).sqrt().max(1e-6);
+    r.iter().map(|v| (v - mu) / std).collect()
+}
+
+/// Whose image a near-copy reproduces, relative to the prompt it was sampled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyOf {
+    /// The prompt's own real image.
+    PromptImage,
+    /// Another image of the prompt's patient.
+    PromptPatient,
+    /// An image of a different patient (e.g. one with the same report text).
+    OtherPatient,
+}
+
+/// One synthetic sample as the near-copy audit sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleCopyCheck {
+    /// Correlation with the most similar real image.
+    pub correlation: f64,
+    /// Whose image that is, relative to the prompt.
+    pub copy_of: CopyOf,
+    /// s_reid against the prompt's real image — the paper's filter score.
+    pub s_reid_prompt: f32,
+    /// The score the filter actually decided on (from `score`'s output; it may also
+    /// have compared the sample with its nearest real images), if known.
+    pub s_reid_filter: Option<f64>,
+    /// s_reid against the most similar real image.
+    pub s_reid_nearest: f32,
+}
+
+/// Does the filter remove the samples that really are copies of real images?
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NearCopyAudit {
+    /// Residual correlation at or above which a sample counts as a near-copy
+    /// (by default the largest other-patient correlation among the real images).
+    pub threshold: f64,
+    /// Thumbnail side the images were compared at.
+    pub side: usize,
+    /// Samples examined.
+    pub samples: usize,
+    /// Real images' correlation with their most similar image of another patient: median and maximum.
+    /// The threshold should sit at or above the maximum, or two patients' X-rays would count as copies.
+    pub distinct_real_median: f64,
+    /// See `distinct_real_median`.
+    pub distinct_real_max: f64,
+    /// Samples' correlation with their most similar real image: median and maximum.
+    pub sample_median: f64,
+    /// See `sample_median`.
+    pub sample_max: f64,
+    /// Samples at or above the threshold.
+    pub near_copies: usize,
+    /// Near-copies of the prompt's own image.
+    pub of_prompt_image: usize,
+    /// Near-copies of another image of the prompt's patient.
+    pub of_prompt_patient: usize,
+    /// Near-copies of another patient's image.
+    pub of_other_patient: usize,
+    /// Fraction of near-copies the filter removes: its recorded s_reid ≥ δ (or, with no
+    /// scores given, s_reid against the prompt's image ≥ δ).
+    pub removed: Option<Rate>,
+    /// Whether `removed` comes from the filter's recorded scores (`scores.jsonl`).
+    pub removed_from_scores: bool,
+    /// Fraction of near-copies flagged when scored against their most similar real image instead.
+    pub flagged_against_nearest: Option<Rate>,
+    /// Mean s_reid (against the prompt's image) of near-copies and of the other samples.
+    pub mean_s_reid_copies: Option<f64>,
+    /// See `mean_s_reid_copies`.
+    pub mean_s_reid_others: Option<f64>,
+}
+
+/// Summarises per-sample checks: which samples are near-copies (correlation ≥
+/// `threshold`, or without one ≥ the largest of `distinct_real`) and how many
+/// of them the filter's rule s_reid ≥ δ removes. `side` is recorded as given.
+pub fn near_copy_audit(
+    checks: &[SampleCopyCheck],
+    distinct_real: &[f64],
+    threshold: Option<f64>,
+    side: usize,
+    settings: AuditSettings,
+) -> Result<NearCopyAudit> {
+    let mut sorted = distinct_real.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let distinct_max = sorted.last().copied().unwrap_or(f64::NAN);
+    let threshold = threshold.unwrap_or(distinct_max);
+    if !threshold.is_finite() {
+        return Err(crate::Error::msg("near-copy audit: no threshold given and no other-patient real images to derive one from"));
+    }
+    let mut sample_corr: Vec<f64> = checks.iter().map(|c| c.correlation).collect();
+    sample_corr.sort_by(f64::total_cmp);
+    let median = |v: &[f64]| if v.is_empty() { f64::NAN } else { crate::eval::metrics::quantile(v, 0.5) };
+    let copies: Vec<&SampleCopyCheck> = checks.iter().filter(|c| c.correlation >= threshold).collect();
+    let count = |kind: CopyOf| copies.iter().filter(|c| c.copy_of == kind).count();
+    let removed: Vec<bool> = copies.iter().map(|c| c.s_reid_filter.unwrap_or(c.s_reid_prompt as f64) >= settings.delta).collect();
+    let removed_from_scores = !checks.is_empty() && checks.iter().all(|c| c.s_reid_filter.is_some());
+    let flagged: Vec<bool> = copies.iter().map(|c| c.s_reid_nearest as f64 >= settings.delta).collect();
+    let mean = |scores: Vec<f32>| (!scores.is_empty()).then(|| scores.iter().map(|&s| s as f64).sum::<f64>() / scores.len() as f64);
+    Ok(NearCopyAudit {
+        threshold,
+        side,
+        samples: checks.len(),
+        distinct_real_median: median(&sorted),
+        distinct_real_max: distinct_max,
+        sample_median: median(&sample_corr),
+        sample_max: sample_corr.last().copied().unwrap_or(f64::NAN),
+        near_copies: copies.len(),
+        of_prompt_image: count(CopyOf::PromptImage),
+        of_prompt_patient: count(CopyOf::PromptPatient),
+        of_other_patient: count(CopyOf::OtherPatient),
+        removed: rate(&removed, settings.resamples, settings.seed ^ 0x6e63)?,
+        removed_from_scores,
+        flagged_against_nearest: rate(&flagged, settings.resamples, settings.seed ^ 0x6e64)?,
+        mean_s_reid_copies: mean(copies.iter().map(|c| c.s_reid_prompt).collect()),
+        mean_s_reid_others: mean(checks.iter().filter(|c| c.correlation < threshold).map(|c| c.s_reid_prompt).collect()),
+    })
 }
