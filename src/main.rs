@@ -38,6 +38,8 @@ enum Command {
     TrainVae(StageCli),
     /// Train a text-to-image latent diffusion model and write a diffusers model folder.
     TrainLdm(StageCli),
+    /// Fine-tune a model folder's UNet with DP-SGD (Poisson sampling, per-sample clipping, Gaussian noise); writes dp.json.
+    TrainLdmDp(StageCli),
     /// Sample images for prompts with classifier-free guidance into a synthetic dataset.
     Sample(Box<SampleCli>),
     /// Write a model folder for sharing (diffusers layout + model card).
@@ -234,6 +236,14 @@ fn main() -> std::process::ExitCode {
             use privdistill::pipeline::train_ldm::{configure, run, TrainLdmConfig};
             let base = if a.demo { TrainLdmConfig::demo("work/real", "work/vae", "work/ldm-real") } else { Default::default() };
             let mut cfg: TrainLdmConfig = configure(a.config.as_deref(), base, &a.set)?;
+            cfg.resume |= a.resume;
+            print_summary(&run(&cfg)?)
+        })(),
+        Command::TrainLdmDp(a) => (|| {
+            use privdistill::pipeline::train_ldm::configure;
+            use privdistill::pipeline::train_ldm_dp::{run, TrainLdmDpConfig};
+            let base = if a.demo { TrainLdmDpConfig::demo("work/real", "work/ldm-real", "work/ldm-dp") } else { Default::default() };
+            let mut cfg: TrainLdmDpConfig = configure(a.config.as_deref(), base, &a.set)?;
             cfg.resume |= a.resume;
             print_summary(&run(&cfg)?)
         })(),

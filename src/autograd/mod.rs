@@ -4,6 +4,7 @@
 //! gradients. Rules are written with tensor ops under `no_grad`, so they run
 //! on any backend.
 
+pub mod per_sample;
 pub mod rules;
 
 use crate::{Result, Tensor, TensorId};
@@ -19,6 +20,37 @@ pub trait BackwardRule: Send + Sync {
     /// Gradients with respect to each input given the gradient of the output
     /// (`None` for inputs that get none, e.g. integer indices).
     fn backward(&self, output: &Tensor, grad_output: &Tensor) -> Result<Vec<Option<Tensor>>>;
+
+    /// Per-sample backward of a data-side op some of whose inputs depend on
+    /// the parameters alone (see [`per_sample`]): for each input marked in
+    /// `param_side`, the gradient of each of the `batch` samples,
+    /// `[batch, *input.shape()]`; for the other inputs the ordinary (summed)
+    /// gradient, as [`BackwardRule::backward`] gives it. `grad_output` is
+    /// sample-major (its leading dimension is `batch` × something). `None`:
+    /// the op has no per-sample rule.
+    fn backward_per_sample(
+        &self,
+        _output: &Tensor,
+        _grad_output: &Tensor,
+        _batch: usize,
+        _param_side: &[bool],
+    ) -> Option<Result<Vec<Option<Tensor>>>> {
+        None
+    }
+
+    /// Backward of a parameter-side op (a view or cast of a weight) for a
+    /// stack of gradients at once: `grad_output` is `[batch, *output.shape()]`
+    /// and each input's gradient `[batch, *input.shape()]`. `None`: the
+    /// per-sample engine applies [`BackwardRule::backward`] to each slice.
+    fn backward_batched(&self, _output: &Tensor, _grad_output: &Tensor) -> Option<Result<Vec<Option<Tensor>>>> {
+        None
+    }
+
+    /// Whether the op couples the samples of a batch (batch norm on batch
+    /// statistics), which makes per-sample gradients meaningless.
+    fn mixes_samples(&self) -> bool {
+        false
+    }
 }
 
 thread_local! {
@@ -103,7 +135,7 @@ impl Gradients {
 }
 
 /// Nodes reachable from `root` through recorded rules, children before parents.
-fn topological_order(root: &Tensor) -> Vec<Tensor> {
+pub(crate) fn topological_order(root: &Tensor) -> Vec<Tensor> {
     let mut order = Vec::new();
     let mut visited: HashSet<TensorId> = HashSet::new();
     // Iterative DFS: deep graphs (a UNet's hundreds of ops) must not overflow the stack.

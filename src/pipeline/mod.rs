@@ -26,6 +26,7 @@ pub mod score;
 pub mod scorer_stage;
 pub mod train_align;
 pub mod train_ldm;
+pub mod train_ldm_dp;
 pub mod train_reid;
 pub mod train_retrieval;
 pub mod train_vae;

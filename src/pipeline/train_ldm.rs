@@ -16,6 +16,7 @@
 //! A non-finite loss stops the run with an error and leaves the last good
 //! checkpoint in place.
 
+use crate::data::Manifest;
 use crate::diffusion::objective::{diffusion_loss, ObjectiveConfig};
 use crate::diffusion::sampler::SamplerKind;
 use crate::diffusion::schedule::{NoiseSchedule, SchedulerConfig};
@@ -282,24 +283,101 @@ fn parse_json<T: DeserializeOwned>(path: &Path, v: &Value) -> Result<T> {
     serde_json::from_value(v.clone()).map_err(|e| Error::file(path, e.to_string()))
 }
 
-/// The parts a run trains with, resolved from the config.
-struct Parts {
-    vae: AutoencoderKL,
-    vae_store: ParamStore,
-    vae_json: Value,
-    unet: UNet2DConditionModel,
-    unet_store: ParamStore,
-    unet_json: Value,
-    text: ClipTextModel,
-    text_store: ParamStore,
-    text_json: Value,
-    tokenizer: ClipTokenizer,
-    tokenizer_source: PathBuf,
-    scheduler: SchedulerConfig,
-    sampler: SamplerKind,
+/// The distinct prompts of `records` (the empty prompt first) and each record's index into them.
+pub(crate) fn prompt_table<'a>(manifest: &'a Manifest, records: &[usize]) -> (Vec<&'a str>, Vec<usize>) {
+    let mut prompt_of_text: HashMap<&str, usize> = HashMap::new();
+    let mut prompts: Vec<&str> = vec![""];
+    prompt_of_text.insert("", 0);
+    let prompt_ids: Vec<usize> = records
+        .iter()
+        .map(|&i| {
+            let t = manifest.records[i].text.as_deref().unwrap_or("");
+            *prompt_of_text.entry(t).or_insert_with(|| {
+                prompts.push(t);
+                prompts.len() - 1
+            })
+        })
+        .collect();
+    (prompts, prompt_ids)
 }
 
-fn resolve_parts(cfg: &TrainLdmConfig) -> Result<Parts> {
+/// The frozen VAE's latent distributions (means, log-variances) of every
+/// record in `records`, decoded at `image_size` and encoded once, in order.
+pub(crate) fn encode_latent_distributions(
+    vae: &AutoencoderKL,
+    manifest: &Manifest,
+    records: &[usize],
+    image_size: usize,
+) -> Result<(Tensor, Tensor)> {
+    let pixels = PixelCache::load(manifest, records, image_size, vae.config().in_channels)?;
+    let encode_bar = progress::bar(records.len() as u64, "encode");
+    let encoded = no_grad(|| -> Result<(Tensor, Tensor)> {
+        let (mut m, mut l) = (Vec::new(), Vec::new());
+        for start in (0..pixels.len()).step_by(16) {
+            let positions: Vec<usize> = (start..(start + 16).min(pixels.len())).collect();
+            let d = vae.encode(&pixels.batch(&positions)?)?;
+            m.push(d.mean);
+            l.push(d.logvar);
+            encode_bar.inc(positions.len() as u64);
+        }
+        Ok((Tensor::cat(&m, 0)?, Tensor::cat(&l, 0)?))
+    })?;
+    encode_bar.finish_and_clear();
+    Ok(encoded)
+}
+
+/// Scaled latents of the records at `positions`, each sampled from its
+/// cached distribution with `rng` (one normal draw per latent element).
+pub(crate) fn draw_latents(means: &Tensor, logvars: &Tensor, positions: &[usize], vae: &VaeConfig, rng: &mut Rng) -> Result<Tensor> {
+    let index = Tensor::from_vec(positions.iter().map(|&p| p as i64).collect::<Vec<i64>>(), &[positions.len()])?;
+    let mean = means.index_select(0, &index)?;
+    let logvar = logvars.index_select(0, &index)?;
+    let eps = Tensor::randn(mean.shape(), 0.0, 1.0, mean.dtype(), mean.device(), rng)?;
+    let z = mean.add(&logvar.affine(0.5, 0.0)?.exp()?.mul(&eps)?)?;
+    scale_latents(&z, vae)
+}
+
+/// Write `parts` (their current weights) as a diffusers model folder at `out`
+/// whose VAE config records the trained `image_size`.
+pub(crate) fn write_model_folder(parts: &Parts, out: &Path, image_size: usize) -> Result<()> {
+    let mut vae_written = parts.vae.config().clone();
+    vae_written.sample_size = image_size;
+    let contents = FolderContents {
+        unet: PartWeights {
+            config: config_json(parts.unet.config(), Part::Unet, Some(&parts.unet_json))?,
+            tensors: parts.unet_store.state_dict(),
+        },
+        vae: PartWeights { config: config_json(&vae_written, Part::Vae, Some(&parts.vae_json))?, tensors: parts.vae_store.state_dict() },
+        text_encoder: PartWeights {
+            config: config_json(parts.text.config(), Part::TextEncoder, Some(&parts.text_json))?,
+            tensors: parts.text_store.state_dict(),
+        },
+        tokenizer: parts.tokenizer_source.clone(),
+        scheduler: scheduler_json(&parts.scheduler, parts.sampler)?,
+    };
+    ModelFolder::write(out, &contents)?;
+    Ok(())
+}
+
+/// The parts a run trains with, resolved from the config.
+pub(crate) struct Parts {
+    pub(crate) vae: AutoencoderKL,
+    pub(crate) vae_store: ParamStore,
+    pub(crate) vae_json: Value,
+    pub(crate) unet: UNet2DConditionModel,
+    pub(crate) unet_store: ParamStore,
+    pub(crate) unet_json: Value,
+    pub(crate) text: ClipTextModel,
+    pub(crate) text_store: ParamStore,
+    pub(crate) text_json: Value,
+    pub(crate) tokenizer: ClipTokenizer,
+    pub(crate) tokenizer_source: PathBuf,
+    pub(crate) scheduler: SchedulerConfig,
+    pub(crate) sampler: SamplerKind,
+}
+
+/// Load or build the VAE, UNet, text encoder, tokenizer and scheduler a run uses, and check they fit together.
+pub(crate) fn resolve_parts(cfg: &TrainLdmConfig) -> Result<Parts> {
     let init = cfg.init.as_ref().map(ModelFolder::open).transpose()?;
     if let Some(f) = &init {
         for w in &f.warnings {
@@ -469,38 +547,12 @@ pub fn run(cfg: &TrainLdmConfig) -> Result<TrainLdmSummary> {
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
 
     // Prompts: one entry per distinct text, plus the empty prompt.
-    let texts: Vec<&str> = records.iter().map(|&i| manifest.records[i].text.as_deref().unwrap_or("")).collect();
-    let mut prompt_of_text: HashMap<&str, usize> = HashMap::new();
-    let mut prompts: Vec<&str> = vec![""];
-    prompt_of_text.insert("", 0);
-    let prompt_ids: Vec<usize> = texts
-        .iter()
-        .map(|t| {
-            *prompt_of_text.entry(t).or_insert_with(|| {
-                prompts.push(t);
-                prompts.len() - 1
-            })
-        })
-        .collect();
+    let (prompts, prompt_ids) = prompt_table(&manifest, &records);
     let (token_ids, truncated) = tokenize(&parts.tokenizer, &prompts)?;
     warn_truncated(truncated, prompts.len() - 1, parts.tokenizer.context_length() - 2);
 
     // Frozen encoders run once.
-    let pixels = PixelCache::load(&manifest, &records, cfg.image_size, vae_config.in_channels)?;
-    let encode_bar = progress::bar(records.len() as u64, "encode");
-    let (means, logvars) = no_grad(|| -> Result<(Tensor, Tensor)> {
-        let (mut m, mut l) = (Vec::new(), Vec::new());
-        for start in (0..pixels.len()).step_by(16) {
-            let positions: Vec<usize> = (start..(start + 16).min(pixels.len())).collect();
-            let d = parts.vae.encode(&pixels.batch(&positions)?)?;
-            m.push(d.mean);
-            l.push(d.logvar);
-            encode_bar.inc(positions.len() as u64);
-        }
-        Ok((Tensor::cat(&m, 0)?, Tensor::cat(&l, 0)?))
-    })?;
-    encode_bar.finish_and_clear();
-    drop(pixels);
+    let (means, logvars) = encode_latent_distributions(&parts.vae, &manifest, &records, cfg.image_size)?;
     let cached_text = if cfg.train_text_encoder { None } else { Some(no_grad(|| encode_texts(&parts.text, &token_ids, 32))?) };
 
     let schedule = NoiseSchedule::new(&parts.scheduler)?;
@@ -557,12 +609,7 @@ pub fn run(cfg: &TrainLdmConfig) -> Result<TrainLdmSummary> {
         for micro in 0..cfg.gradient_accumulation {
             let micro_index = step * cfg.gradient_accumulation as u64 + micro as u64;
             let positions = batch_positions(n, cfg.batch_size, micro_index, cfg.seed);
-            let index = Tensor::from_vec(positions.iter().map(|&p| p as i64).collect::<Vec<i64>>(), &[positions.len()])?;
-            let mean = means.index_select(0, &index)?;
-            let logvar = logvars.index_select(0, &index)?;
-            let eps = Tensor::randn(mean.shape(), 0.0, 1.0, mean.dtype(), mean.device(), &mut rng)?;
-            let z = mean.add(&logvar.affine(0.5, 0.0)?.exp()?.mul(&eps)?)?;
-            let latents = scale_latents(&z, &vae_config)?;
+            let latents = draw_latents(&means, &logvars, &positions, &vae_config, &mut rng)?;
             let chosen: Vec<i64> =
                 positions.iter().map(|&p| if rng.uniform() < cfg.cfg_dropout { 0 } else { prompt_ids[p] as i64 }).collect();
             let context = match &cached_text {
@@ -631,22 +678,7 @@ pub fn run(cfg: &TrainLdmConfig) -> Result<TrainLdmSummary> {
     if let Some(e) = &ema {
         e.copy_to_params()?;
     }
-    let mut vae_written = vae_config.clone();
-    vae_written.sample_size = cfg.image_size;
-    let contents = FolderContents {
-        unet: PartWeights {
-            config: config_json(parts.unet.config(), Part::Unet, Some(&parts.unet_json))?,
-            tensors: parts.unet_store.state_dict(),
-        },
-        vae: PartWeights { config: config_json(&vae_written, Part::Vae, Some(&parts.vae_json))?, tensors: parts.vae_store.state_dict() },
-        text_encoder: PartWeights {
-            config: config_json(parts.text.config(), Part::TextEncoder, Some(&parts.text_json))?,
-            tensors: parts.text_store.state_dict(),
-        },
-        tokenizer: parts.tokenizer_source.clone(),
-        scheduler: scheduler_json(&parts.scheduler, parts.sampler)?,
-    };
-    ModelFolder::write(&cfg.out, &contents)?;
+    write_model_folder(&parts, &cfg.out, cfg.image_size)?;
     if ckpt_path.exists() {
         std::fs::remove_file(&ckpt_path).map_err(|e| Error::io(&ckpt_path, e))?;
     }

@@ -1,9 +1,10 @@
 //! Backward rules of the broadcasting binary ops; gradients of broadcast
 //! operands are summed back to their shapes.
 
+use crate::autograd::per_sample::sum_to_param_per_sample;
 use crate::autograd::BackwardRule;
 use crate::backend::op::BinaryOp;
-use crate::{Result, Tensor};
+use crate::{Error, Result, Tensor};
 
 pub struct BinaryBackward {
     pub lhs: Tensor,
@@ -46,5 +47,37 @@ impl BackwardRule for BinaryBackward {
             }
         };
         Ok(vec![ga.map(|t| t.sum_to_shape(a.shape())).transpose()?, gb.map(|t| t.sum_to_shape(b.shape())).transpose()?])
+    }
+
+    /// A parameter broadcast against sample-major data (a bias, a norm's or
+    /// layer scale's affine weight): the full-shape gradient of the parameter
+    /// operand, summed per sample over everything it was broadcast across.
+    fn backward_per_sample(&self, out: &Tensor, g: &Tensor, batch: usize, param_side: &[bool]) -> Option<Result<Vec<Option<Tensor>>>> {
+        if !matches!(self.op, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div) {
+            return None;
+        }
+        let run = || -> Result<Vec<Option<Tensor>>> {
+            let (a, b) = (&self.lhs, &self.rhs);
+            let (param_is_lhs, param, data) = match param_side {
+                [true, false] => (true, a, b),
+                [false, true] => (false, b, a),
+                _ => return Err(Error::msg("per-sample gradients: unexpected operand classification")),
+            };
+            // Full-shape gradients of each operand (before summing broadcast dims).
+            let full = |of_lhs: bool| -> Result<Tensor> {
+                match (self.op, of_lhs) {
+                    (BinaryOp::Add, _) | (BinaryOp::Sub, true) => Ok(g.clone()),
+                    (BinaryOp::Sub, false) => g.neg(),
+                    (BinaryOp::Mul, true) => g.mul(b),
+                    (BinaryOp::Mul, false) => g.mul(a),
+                    (BinaryOp::Div, true) => g.div(b),
+                    _ => g.mul(out)?.div(b)?.neg(),
+                }
+            };
+            let d_param = sum_to_param_per_sample(&full(param_is_lhs)?, batch, param.shape(), self.op.name())?;
+            let d_data = if data.requires_grad() { Some(full(!param_is_lhs)?.sum_to_shape(data.shape())?) } else { None };
+            Ok(if param_is_lhs { vec![Some(d_param), d_data] } else { vec![d_data, Some(d_param)] })
+        };
+        Some(run())
     }
 }

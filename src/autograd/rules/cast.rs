@@ -16,6 +16,9 @@ impl BackwardRule for ContiguousBackward {
     fn backward(&self, _out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(g.clone())])
     }
+    fn backward_batched(&self, out: &Tensor, g: &Tensor) -> Option<Result<Vec<Option<Tensor>>>> {
+        Some(self.backward(out, g))
+    }
 }
 
 pub struct ToDTypeBackward {
@@ -31,6 +34,9 @@ impl BackwardRule for ToDTypeBackward {
     fn backward(&self, _out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(g.to_dtype(self.input.dtype())?)])
     }
+    fn backward_batched(&self, out: &Tensor, g: &Tensor) -> Option<Result<Vec<Option<Tensor>>>> {
+        Some(self.backward(out, g))
+    }
 }
 
 pub struct ToDeviceBackward {
@@ -45,5 +51,8 @@ impl BackwardRule for ToDeviceBackward {
     }
     fn backward(&self, _out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(g.to_device(self.input.device())?)])
+    }
+    fn backward_batched(&self, out: &Tensor, g: &Tensor) -> Option<Result<Vec<Option<Tensor>>>> {
+        Some(self.backward(out, g))
     }
 }

@@ -1,6 +1,7 @@
 //! Backward rules of the indexing ops: each scatters the output gradient back
 //! to where the forward read from, with a dedicated scatter-add kernel.
 
+use crate::autograd::per_sample::{rows_per_sample, stack_per_sample};
 use crate::autograd::BackwardRule;
 use crate::{Result, Tensor};
 
@@ -19,6 +20,20 @@ impl BackwardRule for EmbeddingBackward {
     }
     fn backward(&self, _out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![None, Some(Tensor::embedding_backward(&self.ids, g, self.weight.shape()[0])?)])
+    }
+    /// The table as a parameter, sample-major ids: each sample's rows scattered into its own table.
+    fn backward_per_sample(&self, _out: &Tensor, g: &Tensor, batch: usize, param_side: &[bool]) -> Option<Result<Vec<Option<Tensor>>>> {
+        if !param_side[1] {
+            return None;
+        }
+        let run = || -> Result<Vec<Option<Tensor>>> {
+            let m = rows_per_sample(&self.ids, batch, "embedding")?;
+            let vocab = self.weight.shape()[0];
+            let dw =
+                stack_per_sample(batch, |b| Tensor::embedding_backward(&self.ids.narrow(0, b * m, m)?, &g.narrow(0, b * m, m)?, vocab))?;
+            Ok(vec![None, Some(dw)])
+        };
+        Some(run())
     }
 }
 

@@ -3,6 +3,13 @@
 use crate::autograd::BackwardRule;
 use crate::{Result, Tensor};
 
+/// `[g's leading dim, *shape]`: the shape of a stack of per-sample gradients of a `shape` tensor.
+fn per_sample_shape(g: &Tensor, shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![g.shape()[0]];
+    s.extend_from_slice(shape);
+    s
+}
+
 pub struct ReshapeBackward {
     pub input: Tensor,
     pub shape: Vec<usize>,
@@ -16,6 +23,9 @@ impl BackwardRule for ReshapeBackward {
     }
     fn backward(&self, _out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(g.reshape(&self.shape)?)])
+    }
+    fn backward_batched(&self, _out: &Tensor, g: &Tensor) -> Option<Result<Vec<Option<Tensor>>>> {
+        Some(g.reshape(&per_sample_shape(g, &self.shape)).map(|t| vec![Some(t)]))
     }
 }
 
@@ -36,6 +46,14 @@ impl BackwardRule for PermuteBackward {
             inverse[d] = i;
         }
         Ok(vec![Some(g.permute(&inverse)?)])
+    }
+    fn backward_batched(&self, _out: &Tensor, g: &Tensor) -> Option<Result<Vec<Option<Tensor>>>> {
+        // The stack's leading dim stays first; the others are un-permuted behind it.
+        let mut inverse = vec![0; self.dims.len() + 1];
+        for (i, &d) in self.dims.iter().enumerate() {
+            inverse[d + 1] = i + 1;
+        }
+        Some(g.permute(&inverse).map(|t| vec![Some(t)]))
     }
 }
 
@@ -71,5 +89,17 @@ impl BackwardRule for BroadcastBackward {
     }
     fn backward(&self, _out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(g.sum_to_shape(self.input.shape())?)])
+    }
+    fn backward_batched(&self, _out: &Tensor, g: &Tensor) -> Option<Result<Vec<Option<Tensor>>>> {
+        // Pad the input shape to the output's rank behind the stack's leading dim, so that dim is never summed.
+        let run = || -> Result<Vec<Option<Tensor>>> {
+            let rank = g.rank() - 1;
+            let input = self.input.shape();
+            let mut padded = vec![g.shape()[0]];
+            padded.extend(std::iter::repeat_n(1, rank - input.len()));
+            padded.extend_from_slice(input);
+            Ok(vec![Some(g.sum_to_shape(&padded)?.reshape(&per_sample_shape(g, input))?)])
+        };
+        Some(run())
     }
 }
