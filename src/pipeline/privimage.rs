@@ -314,6 +314,8 @@ pub fn run_privimage(cfg: &PrivImageConfig, force: &[String]) -> Result<PrivImag
             dir
         }
     };
+    // Absolute, so the selected manifest's image paths resolve from its own folder.
+    let public_dir = std::path::absolute(&public_dir).map_err(|e| Error::io(&public_dir, e))?;
     let public = Arc::new(Manifest::load(&public_dir)?);
 
     // 2. The semantic classifier, trained on public data only.
