@@ -56,6 +56,8 @@ enum Command {
     Audit(AuditCli),
     /// Differential privacy accountant: ε of DP-SGD, or the noise multiplier for a budget.
     Dp(privdistill::pipeline::dp_cli::DpArgs),
+    /// PrivImage, the DP baseline: semantic query, public pretraining, DP-SGD fine-tuning per ε, sample, score, evaluate.
+    Privimage(privdistill::pipeline::privimage::PrivImageArgs),
 }
 
 /// A stage configured by a TOML file and `--set key=value` overrides.
@@ -193,6 +195,7 @@ fn main() -> std::process::ExitCode {
         Command::Score(a) => privdistill::pipeline::run_cli::score(&a).map_err(anyhow::Error::from),
         Command::Filter(a) => privdistill::pipeline::run_cli::filter(&a).map_err(anyhow::Error::from),
         Command::Distill(a) => privdistill::pipeline::run_cli::distill(&a).map_err(anyhow::Error::from),
+        Command::Privimage(a) => privdistill::pipeline::privimage::cli(&a).map_err(anyhow::Error::from),
         Command::Data(args) => privdistill::data::cli::run(*args),
         Command::Forward(a) => privdistill::pipeline::forward::forward(&privdistill::pipeline::forward::ForwardArgs {
             model: a.model,

@@ -17,6 +17,7 @@ pub mod filter;
 pub mod forward;
 pub mod model_folder;
 pub mod prepare;
+pub mod privimage;
 pub mod progress;
 pub mod report;
 pub mod run;
