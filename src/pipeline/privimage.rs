@@ -477,6 +477,7 @@ pub fn run_privimage(cfg: &PrivImageConfig, force: &[String]) -> Result<PrivImag
                 out: scores.clone(),
                 batch_size: 32,
                 neighbours: 5,
+                prompted_neighbours: false,
             },
             "score",
             over("score"),
