@@ -75,3 +75,30 @@ pub fn check_gradients(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Result<Tensor
     }
     Ok(worst)
 }
+
+/// Writes `data/manifest.jsonl` with the first `n` shipped records that have
+/// distinct, non-empty reports, their image paths made absolute: the tiny
+/// training sets of the pipeline tests, where each prompt must name one image.
+pub fn write_shipped_records_with_distinct_reports(data: &std::path::Path, n: usize) -> Result<()> {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/cxr-real-a");
+    let manifest = shipped.join("manifest.jsonl");
+    let text = std::fs::read_to_string(&manifest).map_err(|e| Error::io(&manifest, e))?;
+    let mut seen = std::collections::HashSet::new();
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        let mut r: serde_json::Value = serde_json::from_str(line).map_err(|e| Error::file(&manifest, e.to_string()))?;
+        let report = r["text"].as_str().unwrap_or("").to_string();
+        if report.is_empty() || !seen.insert(report) {
+            continue;
+        }
+        let image = shipped.join(r["image"].as_str().unwrap_or_default());
+        r["image"] = serde_json::json!(image.to_string_lossy());
+        lines.push(r.to_string());
+        if lines.len() == n {
+            break;
+        }
+    }
+    std::fs::create_dir_all(data).map_err(|e| Error::io(data, e))?;
+    let out = data.join("manifest.jsonl");
+    std::fs::write(&out, lines.join("\n") + "\n").map_err(|e| Error::io(&out, e))
+}

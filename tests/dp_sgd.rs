@@ -353,10 +353,7 @@ mod stage {
     use std::path::{Path, PathBuf};
     use std::sync::OnceLock;
 
-    const VAE: &str = r#"{"_class_name": "AutoencoderKL", "in_channels": 1, "out_channels": 1, "latent_channels": 4,
-      "block_out_channels": [8, 16, 16], "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
-      "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"], "layers_per_block": 1,
-      "norm_num_groups": 8, "sample_size": 32, "scaling_factor": 1.0}"#;
+    const VAE: &str = include_str!("fixtures/tiny/vae.json");
     const UNET: &str = r#"{"_class_name": "UNet2DConditionModel", "sample_size": 8, "in_channels": 4, "out_channels": 4,
       "layers_per_block": 1, "block_out_channels": [16, 32], "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
       "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "attention_head_dim": 2, "cross_attention_dim": 16,
@@ -384,24 +381,7 @@ mod stage {
             let dir = tmp.path().to_path_buf();
             std::mem::forget(tmp);
             let data = dir.join("real");
-            std::fs::create_dir_all(&data).unwrap();
-            let shipped = root().join("assets/cxr-real-a");
-            let text = std::fs::read_to_string(shipped.join("manifest.jsonl")).unwrap();
-            let mut seen = std::collections::HashSet::new();
-            let mut lines = Vec::new();
-            for line in text.lines() {
-                let mut r: serde_json::Value = serde_json::from_str(line).unwrap();
-                let t = r["text"].as_str().unwrap_or("").to_string();
-                if t.is_empty() || !seen.insert(t) {
-                    continue;
-                }
-                r["image"] = serde_json::json!(shipped.join(r["image"].as_str().unwrap()).to_string_lossy());
-                lines.push(r.to_string());
-                if lines.len() == 8 {
-                    break;
-                }
-            }
-            std::fs::write(data.join("manifest.jsonl"), lines.join("\n") + "\n").unwrap();
+            privdistill::testing::write_shipped_records_with_distinct_reports(&data, 8).unwrap();
 
             let (vae_cfg, unet_cfg, text_cfg): (VaeConfig, UNetConfig, ClipTextConfig) =
                 (serde_json::from_str(VAE).unwrap(), UNetConfig::from_json(UNET).unwrap(), serde_json::from_str(TEXT).unwrap());

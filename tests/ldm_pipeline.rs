@@ -20,10 +20,6 @@ const VAE: &str = include_str!("fixtures/tiny/vae.json");
 const UNET: &str = include_str!("fixtures/tiny/unet.json");
 const TEXT: &str = include_str!("fixtures/tiny/text_encoder.json");
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn quiet() {
     std::env::set_var("PRIVDISTILL_QUIET", "1");
 }
@@ -49,24 +45,7 @@ fn fixture() -> &'static Fixture {
         quiet();
         let dir = scratch();
         let data = dir.join("real");
-        std::fs::create_dir_all(&data).unwrap();
-        let shipped = root().join("assets/cxr-real-a");
-        let text = std::fs::read_to_string(shipped.join("manifest.jsonl")).unwrap();
-        let mut seen = std::collections::HashSet::new();
-        let mut lines = Vec::new();
-        for line in text.lines() {
-            let mut r: serde_json::Value = serde_json::from_str(line).unwrap();
-            let t = r["text"].as_str().unwrap_or("").to_string();
-            if t.is_empty() || !seen.insert(t) {
-                continue;
-            }
-            r["image"] = serde_json::json!(shipped.join(r["image"].as_str().unwrap()).to_string_lossy());
-            lines.push(r.to_string());
-            if lines.len() == 6 {
-                break;
-            }
-        }
-        std::fs::write(data.join("manifest.jsonl"), lines.join("\n") + "\n").unwrap();
+        privdistill::testing::write_shipped_records_with_distinct_reports(&data, 6).unwrap();
         for (name, body) in [("vae.json", VAE), ("unet.json", UNET), ("text.json", TEXT)] {
             std::fs::write(dir.join(name), body).unwrap();
         }
