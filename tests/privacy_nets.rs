@@ -282,6 +282,13 @@ fn bad_input_gets_clear_errors() {
     let cfg = TrainReidConfig { data: unsplit, out: scratch("unsplit-out"), ..TrainReidConfig::default() };
     let e = train_reid::run(&cfg).err().unwrap().to_string();
     assert!(e.contains("manifest.jsonl") && e.contains("split") && e.contains("privdistill data split"), "{e}");
+
+    // A recipe knob out of range is refused before anything is read or written.
+    let out = std::env::temp_dir().join(format!("privdistill-privacy-nets-{}-bad-copy", std::process::id()));
+    let cfg = TrainReidConfig { data: t.data.clone(), out: out.clone(), copy_positives: 1.5, ..TrainReidConfig::default() };
+    let e = train_reid::run(&cfg).err().unwrap().to_string();
+    assert!(e.contains("copy_positives") && e.contains("1.5"), "{e}");
+    assert!(!out.exists(), "nothing is written for a refused config");
 }
 
 #[test]

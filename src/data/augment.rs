@@ -1,6 +1,6 @@
 //! Seeded training augmentations on decoded images (values in [0, 1]):
 //! random resized crop, small rotation, optional horizontal flip,
-//! brightness/contrast, Gaussian noise.
+//! Gaussian blur, brightness/contrast, Gaussian noise.
 //!
 //! Geometry is one inverse mapping per output pixel (crop, rotation and flip
 //! composed) with bilinear sampling, after an antialiased pre-shrink so a large
@@ -29,6 +29,10 @@ pub struct Augment {
     pub contrast: f32,
     /// Gaussian noise with a standard deviation drawn uniformly in [0, this].
     pub noise_std: f32,
+    /// Gaussian blur with a standard deviation drawn uniformly in [0, this] output
+    /// pixels: the smoothing a latent diffusion model's decoder leaves, which a
+    /// re-identification net must see through. 0 draws nothing.
+    pub max_blur_sigma: f32,
 }
 
 impl Augment {
@@ -42,6 +46,7 @@ impl Augment {
             brightness: 0.05,
             contrast: 0.1,
             noise_std: 0.01,
+            max_blur_sigma: 0.0,
         }
     }
 
@@ -55,6 +60,7 @@ impl Augment {
             brightness: 0.0,
             contrast: 0.0,
             noise_std: 0.0,
+            max_blur_sigma: 0.0,
         }
     }
 
@@ -98,6 +104,10 @@ impl Augment {
             }
         }
         let mut view = Image { width: size, height: size, channels: c, data: out };
+        // Drawn only when enabled, so configs without blur keep their exact random stream.
+        if self.max_blur_sigma > 0.0 {
+            view = view.gaussian_blur(rng.uniform() * self.max_blur_sigma as f64);
+        }
         let mean = view.data.iter().map(|&v| v as f64).sum::<f64>() / view.data.len() as f64;
         let noise = if noise_std > 0.0 { super::noise::PixelNoise::from_rng(rng).normals(view.data.len()) } else { Vec::new() };
         for (i, v) in view.data.iter_mut().enumerate() {
@@ -166,5 +176,28 @@ mod tests {
         let aug = Augment { hflip_prob: 1.0, ..Augment::none() };
         let out = aug.apply(&img, 8, &mut Rng::new(0));
         assert!((out.data[0] - img.data[7]).abs() < 1e-5);
+    }
+
+    fn total_variation(img: &Image) -> f32 {
+        let n = img.width;
+        (0..n * n).filter(|i| i % n + 1 < n).map(|i| (img.data[i + 1] - img.data[i]).abs()).sum()
+    }
+
+    #[test]
+    fn blur_smooths_and_leaves_the_geometry_draws_alone() {
+        let checker = Image::grey(16, 16, (0..256).map(|i| ((i % 16 + i / 16) % 2) as f32).collect());
+        let sharp = Augment { crop_scale: (0.8, 1.0), max_rotation_deg: 5.0, ..Augment::none() };
+        let soft = Augment { max_blur_sigma: 2.0, ..sharp };
+        // Same seed: the geometry is drawn first, so each blurred view is its sharp view, blurred.
+        let (mut tv_sharp, mut tv_soft) = (0.0, 0.0);
+        for seed in 0..8 {
+            let (a, b) = (sharp.apply(&checker, 16, &mut Rng::new(seed)), soft.apply(&checker, 16, &mut Rng::new(seed)));
+            assert!(total_variation(&b) <= total_variation(&a) + 1e-3, "seed {seed}: a blur never adds variation");
+            (tv_sharp, tv_soft) = (tv_sharp + total_variation(&a), tv_soft + total_variation(&b));
+        }
+        assert!(tv_soft < 0.8 * tv_sharp, "{tv_soft} vs {tv_sharp}");
+        let (a, b) = (sharp.apply(&checker, 16, &mut Rng::new(0)), soft.apply(&checker, 16, &mut Rng::new(0)));
+        let mean = |img: &Image| img.data.iter().sum::<f32>() / img.data.len() as f32;
+        assert!((mean(&a) - mean(&b)).abs() < 0.02, "a blur keeps the mean grey level");
     }
 }

@@ -112,6 +112,39 @@ impl Image {
         Image { width: self.width, height: self.height, channels: 3, data }
     }
 
+    /// Separable Gaussian blur with standard deviation `sigma` pixels, edges clamped;
+    /// `sigma ≤ 0` returns a copy.
+    pub fn gaussian_blur(&self, sigma: f64) -> Image {
+        let img = self;
+        if sigma <= 0.0 {
+            return img.clone();
+        }
+        let radius = (3.0 * sigma).ceil() as isize;
+        let mut kernel: Vec<f32> = (-radius..=radius).map(|k| (-(k * k) as f64 / (2.0 * sigma * sigma)).exp() as f32).collect();
+        let total: f32 = kernel.iter().sum();
+        kernel.iter_mut().for_each(|k| *k /= total);
+        let (w, h, c) = (img.width as isize, img.height as isize, img.channels);
+        let pass = |src: &[f32], horizontal: bool| -> Vec<f32> {
+            let mut out = vec![0f32; src.len()];
+            for y in 0..h {
+                for x in 0..w {
+                    for ch in 0..c {
+                        let mut acc = 0f32;
+                        for (k, &weight) in kernel.iter().enumerate() {
+                            let d = k as isize - radius;
+                            let (sx, sy) = if horizontal { ((x + d).clamp(0, w - 1), y) } else { (x, (y + d).clamp(0, h - 1)) };
+                            acc += weight * src[(sy * w + sx) as usize * c + ch];
+                        }
+                        out[(y * w + x) as usize * c + ch] = acc;
+                    }
+                }
+            }
+            out
+        };
+        let data = pass(&pass(&img.data, true), false);
+        Image { data, ..img.clone() }
+    }
+
     /// Resamples to `width`×`height` with an antialiased triangle filter (separable, two passes).
     pub fn resize(&self, width: usize, height: usize) -> Image {
         assert!(width > 0 && height > 0, "resize target must be non-empty");

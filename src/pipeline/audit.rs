@@ -329,6 +329,7 @@ pub fn markdown(summary: &AuditSummary) -> String {
 fn near_copy_markdown(c: &NearCopyAudit) -> String {
     let (_, removed) = format_rate(&c.removed);
     let (_, nearest) = format_rate(&c.flagged_against_nearest);
+    let (_, removed_others) = format_rate(&c.removed_others);
     let mean = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.3}"));
     let side = c.side;
     let removed_source = if c.removed_from_scores { "the s_reid recorded by `score`" } else { "s_reid against the prompt's real image" };
@@ -338,10 +339,11 @@ fn near_copy_markdown(c: &NearCopyAudit) -> String {
          A sample is a near-copy when its correlation with the most similar real image is ≥ {:.3}. \
          A real image's correlation with the most similar image of another patient has median {:.3} and maximum {:.3}; \
          the samples' correlation with their most similar real image has median {:.3} and maximum {:.3}.\n\n\
-         \"Removed by the filter\": {removed_source} ≥ δ.\n\n\
-         | samples | near-copies | of the prompt's image | of the prompt's patient | of another patient | removed by the filter [95 % CI] | flagged against the nearest real image | mean s_reid: copies / others |\n\
-         |---|---|---|---|---|---|---|---|\n\
-         | {} | {} | {} | {} | {} | {removed} | {nearest} | {} / {} |\n",
+         \"Removed by the filter\": {removed_source} ≥ δ. The other samples' removal rate is what catching the copies cost: \
+         a filter that drops everything catches every copy.\n\n\
+         | samples | near-copies | of the prompt's image | of the prompt's patient | of another patient | removed by the filter [95 % CI] | other samples removed [95 % CI] | flagged against the nearest real image | mean s_reid: copies / others |\n\
+         |---|---|---|---|---|---|---|---|---|\n\
+         | {} | {} | {} | {} | {} | {removed} | {removed_others} | {nearest} | {} / {} |\n",
         c.threshold,
         c.distinct_real_median,
         c.distinct_real_max,

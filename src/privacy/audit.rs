@@ -83,7 +83,7 @@ impl Attack {
                 let data = img.data.iter().zip(noise).map(|(&v, z)| (v as f64 + std * z).clamp(0.0, 1.0) as f32).collect();
                 Image { data, ..img.clone() }
             }
-            Attack::Blur => gaussian_blur(img, s * img.width.min(img.height) as f64 / 32.0),
+            Attack::Blur => img.gaussian_blur(s * img.width.min(img.height) as f64 / 32.0),
         }
     }
 }
@@ -126,37 +126,6 @@ fn rotate(img: &Image, angle: f64) -> Image {
             }
         }
     }
-    Image { data, ..img.clone() }
-}
-
-/// Separable Gaussian blur with standard deviation `sigma` pixels, edges clamped.
-fn gaussian_blur(img: &Image, sigma: f64) -> Image {
-    if sigma <= 0.0 {
-        return img.clone();
-    }
-    let radius = (3.0 * sigma).ceil() as isize;
-    let mut kernel: Vec<f32> = (-radius..=radius).map(|k| (-(k * k) as f64 / (2.0 * sigma * sigma)).exp() as f32).collect();
-    let total: f32 = kernel.iter().sum();
-    kernel.iter_mut().for_each(|k| *k /= total);
-    let (w, h, c) = (img.width as isize, img.height as isize, img.channels);
-    let pass = |src: &[f32], horizontal: bool| -> Vec<f32> {
-        let mut out = vec![0f32; src.len()];
-        for y in 0..h {
-            for x in 0..w {
-                for ch in 0..c {
-                    let mut acc = 0f32;
-                    for (k, &weight) in kernel.iter().enumerate() {
-                        let d = k as isize - radius;
-                        let (sx, sy) = if horizontal { ((x + d).clamp(0, w - 1), y) } else { (x, (y + d).clamp(0, h - 1)) };
-                        acc += weight * src[(sy * w + sx) as usize * c + ch];
-                    }
-                    out[(y * w + x) as usize * c + ch] = acc;
-                }
-            }
-        }
-        out
-    };
-    let data = pass(&pass(&img.data, true), false);
     Image { data, ..img.clone() }
 }
 
@@ -434,6 +403,10 @@ pub struct NearCopyAudit {
     /// Fraction of near-copies the filter removes: its recorded s_reid ≥ δ (or, with no
     /// scores given, s_reid against the prompt's image ≥ δ).
     pub removed: Option<Rate>,
+    /// Fraction of the other samples (below the threshold) the filter removes, by the same
+    /// rule. A filter that removes every sample removes every copy too; this says what the
+    /// copy removal cost.
+    pub removed_others: Option<Rate>,
     /// Whether `removed` comes from the filter's recorded scores (`scores.jsonl`).
     pub removed_from_scores: bool,
     /// Fraction of near-copies flagged when scored against their most similar real image instead.
@@ -466,7 +439,9 @@ pub fn near_copy_audit(
     let median = |v: &[f64]| if v.is_empty() { f64::NAN } else { crate::eval::metrics::quantile(v, 0.5) };
     let copies: Vec<&SampleCopyCheck> = checks.iter().filter(|c| c.correlation >= threshold).collect();
     let count = |kind: CopyOf| copies.iter().filter(|c| c.copy_of == kind).count();
-    let removed: Vec<bool> = copies.iter().map(|c| c.s_reid_filter.unwrap_or(c.s_reid_prompt as f64) >= settings.delta).collect();
+    let filter_removes = |c: &SampleCopyCheck| c.s_reid_filter.unwrap_or(c.s_reid_prompt as f64) >= settings.delta;
+    let removed: Vec<bool> = copies.iter().map(|c| filter_removes(c)).collect();
+    let removed_others: Vec<bool> = checks.iter().filter(|c| c.correlation < threshold).map(filter_removes).collect();
     let removed_from_scores = !checks.is_empty() && checks.iter().all(|c| c.s_reid_filter.is_some());
     let flagged: Vec<bool> = copies.iter().map(|c| c.s_reid_nearest as f64 >= settings.delta).collect();
     let mean = |scores: Vec<f32>| (!scores.is_empty()).then(|| scores.iter().map(|&s| s as f64).sum::<f64>() / scores.len() as f64);
@@ -483,6 +458,7 @@ pub fn near_copy_audit(
         of_prompt_patient: count(CopyOf::PromptPatient),
         of_other_patient: count(CopyOf::OtherPatient),
         removed: rate(&removed, settings.resamples, settings.seed ^ 0x6e63)?,
+        removed_others: rate(&removed_others, settings.resamples, settings.seed ^ 0x6e65)?,
         removed_from_scores,
         flagged_against_nearest: rate(&flagged, settings.resamples, settings.seed ^ 0x6e64)?,
         mean_s_reid_copies: mean(copies.iter().map(|c| c.s_reid_prompt).collect()),
