@@ -8,7 +8,8 @@
 //! CUDA twins can be checked against them.
 
 use super::indexing::{index_values, with_contiguous};
-use super::{same_device, same_dtype, unsupported};
+use super::{cuda_tensor, same_device, same_dtype, unsupported, with_cuda};
+use crate::backend::cuda;
 use crate::autograd::no_grad;
 use crate::autograd::rules::loss::{BceWithLogitsBackward, CosineSimilarityBackward, CrossEntropyBackward, MseLossBackward};
 use crate::backend::cpu;
@@ -76,6 +77,38 @@ fn with_loss_grad<T: Float, R>(grad: &Tensor, reduction: Reduction, count: usize
     }
 }
 
+/// Per-element GPU losses reduced as `reduction` asks (sum, or sum / `count`).
+fn cuda_reduced(values: Tensor, reduction: Reduction, count: usize) -> Result<Tensor> {
+    no_grad(|| match reduction {
+        Reduction::None => Ok(values),
+        Reduction::Sum => values.sum_all(),
+        Reduction::Mean => values.sum_all()?.affine(1.0 / count as f64, 0.0),
+    })
+}
+
+/// The uniform factor of a reduced loss's gradient (`g / count` or `g`), or
+/// `None` for reduction "none" (the gradient is per element).
+fn uniform_grad(grad: &Tensor, reduction: Reduction, count: usize) -> Result<Option<f64>> {
+    match reduction {
+        Reduction::Mean => Ok(Some(grad.to_scalar_f64()? / count as f64)),
+        Reduction::Sum => Ok(Some(grad.to_scalar_f64()?)),
+        Reduction::None => Ok(None),
+    }
+}
+
+/// The kernels' form of the upstream gradient: the uniform factor, else the per-element gradient.
+fn cuda_loss_grad(scale: Option<f64>, per_element: Option<cuda::Operand<'_>>) -> Result<cuda::LossGrad<'_>> {
+    match (scale, per_element) {
+        (Some(s), _) => Ok(cuda::LossGrad::Uniform(s)),
+        (None, Some(g)) => Ok(cuda::LossGrad::PerElement(g)),
+        (None, None) => Err(Error::msg("loss backward: reduction \"none\" needs the per-element gradient")),
+    }
+}
+
+fn class_dims(s: ClassShape) -> cuda::ClassDims {
+    cuda::ClassDims { n: s.n, classes: s.classes, inner: s.inner }
+}
+
 /// Two float inputs of one loss on one device, of one dtype and shape.
 fn same_float_inputs(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     same_device(op, a, b)?;
@@ -104,7 +137,12 @@ impl Tensor {
                 let v = with_contiguous::<T, _>(self, |p| with_contiguous::<T, _>(target, |t| cpu::loss::mse_loss_fwd(p, t, sum)))??;
                 reduced(v, reduction, self.numel(), self.shape())
             }),
-            Device::Cuda(_) => return Err(unsupported(OP, self)),
+            Device::Cuda(_) => {
+                let v = with_cuda(OP, &[Some(self), Some(target)], |o| {
+                    Ok(cuda_tensor(cuda::mse_loss(o[0].expect("given"), o[1].expect("given"))?, self.shape()))
+                })?;
+                cuda_reduced(v, reduction, self.numel())?
+            }
         };
         Ok(out.recorded(&[self, target], || Arc::new(MseLossBackward { pred: self.clone(), target: target.clone(), reduction })))
     }
@@ -135,7 +173,13 @@ impl Tensor {
                 })??;
                 reduced(v, reduction, self.numel(), self.shape())
             }),
-            Device::Cuda(_) => return Err(unsupported(OP, self)),
+            Device::Cuda(_) => {
+                let weight = pos_weight.map(|w| no_grad(|| w.broadcast_to(self.shape()))).transpose()?;
+                let v = with_cuda(OP, &[Some(self), Some(targets), weight.as_ref()], |o| {
+                    Ok(cuda_tensor(cuda::bce_with_logits(o[0].expect("given"), o[1].expect("given"), o[2])?, self.shape()))
+                })?;
+                cuda_reduced(v, reduction, self.numel())?
+            }
         };
         let mut inputs = vec![self, targets];
         inputs.extend(pos_weight);
@@ -231,7 +275,13 @@ pub fn mse_loss_backward(pred: &Tensor, target: &Tensor, grad: &Tensor, reductio
             })???;
             Ok(Tensor::from_cpu_vec(v, pred.shape()))
         }),
-        Device::Cuda(_) => Err(unsupported(OP, pred)),
+        Device::Cuda(_) => {
+            let scale = uniform_grad(grad, reduction, pred.numel())?;
+            with_cuda(OP, &[Some(pred), Some(target), scale.is_none().then_some(grad)], |o| {
+                let g = cuda_loss_grad(scale, o[2])?;
+                Ok(cuda_tensor(cuda::mse_loss_backward(o[0].expect("given"), o[1].expect("given"), g)?, pred.shape()))
+            })
+        }
     }
 }
 
@@ -265,7 +315,16 @@ pub fn bce_with_logits_backward(
             let wrap = |v: Option<Vec<T>>| v.map(|v| Tensor::from_cpu_vec(v, shape));
             (wrap(dx), wrap(dy), wrap(dw))
         }),
-        Device::Cuda(_) => return Err(unsupported(OP, logits)),
+        Device::Cuda(_) => {
+            let scale = uniform_grad(grad, reduction, logits.numel())?;
+            let weight = pos_weight.map(|w| no_grad(|| w.broadcast_to(shape))).transpose()?;
+            let [dx, dy, dw] = with_cuda(OP, &[Some(logits), Some(targets), weight.as_ref(), scale.is_none().then_some(grad)], |o| {
+                let g = cuda_loss_grad(scale, o[3])?;
+                cuda::bce_with_logits_backward(o[0].expect("given"), o[1].expect("given"), o[2], g, need)
+            })?;
+            let wrap = |v: Option<cuda::CudaStorage>| v.map(|v| cuda_tensor(v, shape));
+            (wrap(dx), wrap(dy), wrap(dw))
+        }
     };
     let dw = match (dw, pos_weight) {
         (Some(dw), Some(w)) => Some(dw.sum_to_shape(w.shape())?),
@@ -351,7 +410,15 @@ pub fn cross_entropy_forward(logits: &Tensor, targets: &Tensor, options: &CrossE
                 Ok((loss, Tensor::from_cpu_vec(lse, &[samples])))
             })
         }
-        Device::Cuda(_) => Err(unsupported(OP, logits)),
+        Device::Cuda(_) => {
+            let (t, counted) = checked_targets(OP, &targets.to_device(Device::Cpu)?, shape.classes, options.ignore_index)?;
+            let (loss, lse) = with_cuda(OP, &[Some(logits)], |o| {
+                cuda::cross_entropy(o[0].expect("given"), &t, class_dims(shape), options.label_smoothing, options.ignore_index)
+            })?;
+            let samples = lse.len();
+            let loss = cuda_reduced(cuda_tensor(loss, targets.shape()), options.reduction, counted)?;
+            Ok((loss, cuda_tensor(lse, &[samples])))
+        }
     }
 }
 
@@ -388,7 +455,16 @@ pub fn cross_entropy_backward(
                 Ok(Tensor::from_cpu_vec(g, logits.shape()))
             })
         }
-        Device::Cuda(_) => Err(unsupported(OP, logits)),
+        Device::Cuda(_) => {
+            let (t, counted) = checked_targets(OP, &targets.to_device(Device::Cpu)?, shape.classes, options.ignore_index)?;
+            let scale = uniform_grad(grad, options.reduction, counted)?;
+            with_cuda(OP, &[Some(logits), Some(log_sum_exp), scale.is_none().then_some(grad)], |o| {
+                let g = cuda_loss_grad(scale, o[2])?;
+                let (z, lse) = (o[0].expect("given"), o[1].expect("given"));
+                let dz = cuda::cross_entropy_backward(z, lse, &t, class_dims(shape), options.label_smoothing, options.ignore_index, g)?;
+                Ok(cuda_tensor(dz, logits.shape()))
+            })
+        }
     }
 }
 
