@@ -47,7 +47,7 @@ pub fn global_grad_norm(grads: &Gradients, params: &[Tensor]) -> Result<f64> {
         let key = (first.device(), first.dtype());
         let (group, rest): (Vec<Tensor>, Vec<Tensor>) = on_gpu.into_iter().partition(|t| (t.device(), t.dtype()) == key);
         let rows: Vec<[&Tensor; 1]> = group.iter().map(|t| [t]).collect();
-        crate::nn::optim::fused_gpu_update(&rows, |spans| {
+        crate::nn::optim::fused_gpu_update(&rows, 0, |spans| {
             let flat: Vec<_> = spans.iter().map(|s| s[0]).collect();
             total += crate::backend::cuda::optim::sum_of_squares(&flat)?;
             Ok(())

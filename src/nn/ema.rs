@@ -152,8 +152,9 @@ impl Ema {
         // GPU shadows: one multi-tensor launch per (device, dtype).
         while let Some(first) = on_gpu.first() {
             let key = (first[0].device(), first[0].dtype());
-            let (group, rest): (Vec<[&Tensor; 2]>, Vec<[&Tensor; 2]>) = on_gpu.into_iter().partition(|t| (t[0].device(), t[0].dtype()) == key);
-            crate::nn::optim::fused_gpu_update(&group, |spans| crate::backend::cuda::optim::ema(spans, 1.0 - decay))?;
+            let (group, rest): (Vec<[&Tensor; 2]>, Vec<[&Tensor; 2]>) =
+                on_gpu.into_iter().partition(|t| (t[0].device(), t[0].dtype()) == key);
+            crate::nn::optim::fused_gpu_update(&group, 1, |spans| crate::backend::cuda::optim::ema(spans, 1.0 - decay))?;
             on_gpu = rest;
         }
         Ok(decay)

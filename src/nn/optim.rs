@@ -313,12 +313,15 @@ impl AdamW {
     }
 }
 
+/// Parameters updated by one fused launch: same device, dtype and step count.
+type FusedGroup<'a> = ((Device, DType, u64), Vec<&'a (usize, Tensor)>);
+
 impl AdamW {
     /// The AdamW step of GPU parameters as multi-tensor launches, one per
     /// (device, dtype, step count); a group whose tensors share storage goes
     /// through the per-tensor path instead.
     fn update_fused_gpu(&self, items: &[(usize, Tensor)]) -> Result<()> {
-        let mut groups: Vec<((Device, DType, u64), Vec<&(usize, Tensor)>)> = Vec::new();
+        let mut groups: Vec<FusedGroup<'_>> = Vec::new();
         for item in items {
             let s = &self.states[item.0];
             let key = (s.param.device(), s.param.dtype(), s.step);
@@ -342,7 +345,7 @@ impl AdamW {
                 }
                 continue;
             }
-            fused_gpu_update(&tensors, |spans| cuda::optim::adamw(spans, adam_scalars_f64(&self.config, step)))?;
+            fused_gpu_update(&tensors, 3, |spans| cuda::optim::adamw(spans, adam_scalars_f64(&self.config, step)))?;
         }
         Ok(())
     }
@@ -373,26 +376,39 @@ pub(crate) fn fusable_on_gpu(tensors: &[&Tensor]) -> bool {
 }
 
 /// Run a multi-tensor GPU kernel over `tensors` (each row: the operands of one
-/// parameter, all [`fusable_on_gpu`], sharing no storage): the first operand
-/// of each row is written (write lock), the others read.
+/// parameter, all [`fusable_on_gpu`]). The first `written` operands of each
+/// row are updated in place and are locked for writing, so they must share no
+/// storage with any other operand (the callers check); the rest are read.
 pub(crate) fn fused_gpu_update<const N: usize>(
     tensors: &[[&Tensor; N]],
+    written: usize,
     run: impl FnOnce(&[[cuda::optim::Span<'_>; N]]) -> Result<()>,
 ) -> Result<()> {
-    let written: Vec<_> = tensors.iter().map(|t| t[0].storage_mut()).collect();
-    let read: Vec<Vec<_>> = tensors.iter().map(|t| t[1..].iter().map(|x| x.storage()).collect()).collect();
+    enum Guard<'a> {
+        Write(std::sync::RwLockWriteGuard<'a, Storage>),
+        Read(std::sync::RwLockReadGuard<'a, Storage>),
+    }
+    let guards: Vec<Vec<Guard<'_>>> = tensors
+        .iter()
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .map(|(j, t)| if j < written { Guard::Write(t.storage_mut()) } else { Guard::Read(t.storage()) })
+                .collect()
+        })
+        .collect();
     let mut spans = Vec::with_capacity(tensors.len());
-    for (k, row) in tensors.iter().enumerate() {
-        let storage_of = |j: usize| -> Result<&cuda::CudaStorage> {
-            let st: &Storage = if j == 0 { &written[k] } else { &read[k][j - 1] };
-            match st {
-                Storage::Cuda(s) => Ok(s),
-                Storage::Cpu(_) => Err(Error::msg("optimizer: a fused GPU update was given a CPU tensor")),
-            }
-        };
+    for (row, row_guards) in tensors.iter().zip(&guards) {
         let mut entry = Vec::with_capacity(N);
-        for (j, t) in row.iter().enumerate() {
-            entry.push(cuda::optim::Span::new(storage_of(j)?, t.layout().offset(), t.numel()));
+        for (t, g) in row.iter().zip(row_guards) {
+            let st: &Storage = match g {
+                Guard::Write(w) => w,
+                Guard::Read(r) => r,
+            };
+            let Storage::Cuda(s) = st else {
+                return Err(Error::msg("optimizer: a fused GPU update was given a CPU tensor"));
+            };
+            entry.push(cuda::optim::Span::new(s, t.layout().offset(), t.numel()));
         }
         spans.push(<[cuda::optim::Span<'_>; N]>::try_from(entry).map_err(|_| Error::msg("optimizer: internal: operand count"))?);
     }

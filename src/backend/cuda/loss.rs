@@ -58,7 +58,14 @@ pub fn mse_loss_backward(pred: Operand<'_>, target: Operand<'_>, g: LossGrad<'_>
     let (gd, scale) = upstream(OP, g, n)?;
     let out = super::alloc(dev, p.dtype, n, OP)?;
     if n > 0 {
-        let args = [Arg::U64(n as u64), Arg::U64(dptr(&p)), Arg::U64(dptr(&t)), Arg::U64(dptr_opt(gd.as_deref())), Arg::F64(scale), Arg::U64(dptr(&out))];
+        let args = [
+            Arg::U64(n as u64),
+            Arg::U64(dptr(&p)),
+            Arg::U64(dptr(&t)),
+            Arg::U64(dptr_opt(gd.as_deref())),
+            Arg::F64(scale),
+            Arg::U64(dptr(&out)),
+        ];
         // SAFETY: mse_bwd_T(n, p, t, g, g_scale, dp): p, t, dp n elements; g n elements or null.
         unsafe { launch(dev, "loss", &format!("mse_bwd_{}", dtype_suffix(p.dtype)), grid_for(dev, n), OP, &args)? };
     }
@@ -159,7 +166,13 @@ fn class_args(op: &'static str, z: &Operand<'_>, targets: &[i64], d: ClassDims, 
 
 /// Cross entropy of each sample (0 for ignored targets) and the log-sum-exp
 /// of its logits, both `n·inner` long.
-pub fn cross_entropy(z: Operand<'_>, targets: &[i64], dims: ClassDims, smoothing: f64, ignore: Option<i64>) -> Result<(CudaStorage, CudaStorage)> {
+pub fn cross_entropy(
+    z: Operand<'_>,
+    targets: &[i64],
+    dims: ClassDims,
+    smoothing: f64,
+    ignore: Option<i64>,
+) -> Result<(CudaStorage, CudaStorage)> {
     const OP: &str = "cross_entropy";
     check_float(OP, z.storage)?;
     let mut args = class_args(OP, &z, targets, dims, smoothing, ignore)?;
@@ -201,7 +214,14 @@ pub fn cross_entropy_backward(
     let out = super::alloc(dev, zd.dtype, z.numel(), OP)?;
     if samples > 0 {
         let t = upload_i64(dev, targets, OP)?;
-        args.extend([Arg::U64(dptr(&zd)), Arg::U64(dptr(&ld)), Arg::U64(dptr(&t)), Arg::U64(dptr_opt(gd.as_deref())), Arg::F64(scale), Arg::U64(dptr(&out))]);
+        args.extend([
+            Arg::U64(dptr(&zd)),
+            Arg::U64(dptr(&ld)),
+            Arg::U64(dptr(&t)),
+            Arg::U64(dptr_opt(gd.as_deref())),
+            Arg::F64(scale),
+            Arg::U64(dptr(&out)),
+        ]);
         // SAFETY: cross_entropy_bwd_T(samples, classes, inner, smoothing, has_ignore, ignore, z, lse,
         // targets, g, g_scale, dz): z and dz samples·classes, lse and targets samples, g samples
         // or null; every target a class or the ignored value (checked).

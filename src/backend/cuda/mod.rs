@@ -26,14 +26,18 @@ mod upsample;
 pub use copy::{cast, copy_into, copy_strided};
 pub use device::{device_info, driver, DeviceInfo, DriverInfo};
 pub use elementwise::{binary, compare, unary, unary_backward};
-pub use matmul::matmul;
 pub use indexing::{index_add_rows, index_select_rows};
-pub use loss::{bce_with_logits, bce_with_logits_backward, cross_entropy, cross_entropy_backward, mse_loss, mse_loss_backward, ClassDims, LossGrad};
+pub use loss::{
+    bce_with_logits, bce_with_logits_backward, cross_entropy, cross_entropy_backward, mse_loss, mse_loss_backward, ClassDims, LossGrad,
+};
+pub use matmul::matmul;
 pub use norm::{
     batch_norm_backward, batch_norm_eval_stats, batch_norm_forward, batch_norm_train_stats, group_norm, group_norm_backward, layer_norm,
     layer_norm_backward, BatchStats, NormForward, NormGrads,
 };
-pub use pool::{adaptive_avg_pool2d, adaptive_avg_pool2d_backward, avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward, PoolGeometry};
+pub use pool::{
+    adaptive_avg_pool2d, adaptive_avg_pool2d_backward, avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward, PoolGeometry,
+};
 pub use reduce::{arg_reduce, reduce};
 pub use rng::{philox_normal, philox_uniform, philox_words};
 pub use softmax::{softmax, softmax_backward};
@@ -132,7 +136,11 @@ pub(crate) fn alloc(dev: &Arc<CudaDevice>, dtype: DType, len: usize, op: &str) -
                     drop(dev.cache.lock().expect("allocator cache poisoned").drain());
                     // SAFETY: as above.
                     unsafe { dev.stream.alloc::<u8>(bucket) }.map_err(|e| {
-                        Error::Cuda(format!("{op}: allocating {bucket} bytes on cuda:{} failed: {}", dev.ordinal, device::describe_driver_error(&e)))
+                        Error::Cuda(format!(
+                            "{op}: allocating {bucket} bytes on cuda:{} failed: {}",
+                            dev.ordinal,
+                            device::describe_driver_error(&e)
+                        ))
                     })?
                 }
             }
@@ -352,7 +360,14 @@ pub(crate) enum Arg {
 /// pointer among them must address live memory of this device large enough
 /// for every element the kernel touches given the other arguments, and the
 /// block size must be what the kernel assumes (a multiple of 32, at most BLOCK).
-pub(crate) unsafe fn launch(dev: &CudaDevice, module: &'static str, function: &str, cfg: LaunchConfig, op: &str, args: &[Arg]) -> Result<()> {
+pub(crate) unsafe fn launch(
+    dev: &CudaDevice,
+    module: &'static str,
+    function: &str,
+    cfg: LaunchConfig,
+    op: &str,
+    args: &[Arg],
+) -> Result<()> {
     let f = dev.function(module, function)?;
     let mut b = dev.stream.launch_builder(&f);
     for a in args {

@@ -178,7 +178,9 @@ pub fn group_norm(
         ];
         // SAFETY: group_norm_fwd_T(total, groups, cg, spatial, eps, silu, x, w, b, y, mean, rstd):
         // x, y hold n·c·spatial packed elements (checked), w/b c or null, mean/rstd n·groups.
-        unsafe { launch(dev, "norm", &format!("group_norm_fwd_{}", dtype_suffix(dtype)), rows_config(dev, total, cg * spatial), OP, &args)? };
+        unsafe {
+            launch(dev, "norm", &format!("group_norm_fwd_{}", dtype_suffix(dtype)), rows_config(dev, total, cg * spatial), OP, &args)?
+        };
     }
     Ok(NormForward { out, mean, rstd })
 }
@@ -202,7 +204,13 @@ pub fn group_norm_backward(
     check_len(OP, "weight", weight, c)?;
     check_len(OP, "bias", bias, c)?;
     let total = n * groups;
-    if groups == 0 || c % groups != 0 || x.numel() != n * c * spatial || g.numel() != x.numel() || mean.numel() != total || rstd.numel() != total {
+    if groups == 0
+        || c % groups != 0
+        || x.numel() != n * c * spatial
+        || g.numel() != x.numel()
+        || mean.numel() != total
+        || rstd.numel() != total
+    {
         return Err(Error::bad_shape(OP, format!("gradient or statistics do not match {groups} groups of {:?}", x.shape())));
     }
     let (xd, gd, md, rd) = (dense(OP, x)?, dense(OP, g)?, dense(OP, mean)?, dense(OP, rstd)?);
@@ -235,7 +243,14 @@ pub fn group_norm_backward(
         // sum_gx, sum_g): x, g, dx n·c·spatial packed; mean/rstd n·groups; w/b c or null;
         // sums n·c of the accumulator type (f64 for f64, else f32), as the kernel's Num<T>::C.
         unsafe { launch(dev, "norm", &format!("group_norm_bwd_{sfx}"), rows_config(dev, total, spatial), OP, &args)? };
-        let args = [Arg::U64(n as u64), Arg::U64(c as u64), Arg::U64(dptr(&sum_gx)), Arg::U64(dptr(&sum_g)), Arg::U64(dptr(&dweight)), Arg::U64(dptr(&dbias))];
+        let args = [
+            Arg::U64(n as u64),
+            Arg::U64(c as u64),
+            Arg::U64(dptr(&sum_gx)),
+            Arg::U64(dptr(&sum_g)),
+            Arg::U64(dptr(&dweight)),
+            Arg::U64(dptr(&dbias)),
+        ];
         // SAFETY: group_norm_bwd_params_T(n, c, sum_gx, sum_g, dw, db): sums n·c, dw/db c.
         unsafe { launch(dev, "norm", &format!("group_norm_bwd_params_{sfx}"), grid_for(dev, c), OP, &args)? };
     }
@@ -297,7 +312,8 @@ pub fn batch_norm_eval_stats(running_mean: Operand<'_>, running_var: Operand<'_>
     let (dev, dtype) = (&rmd.device, rmd.dtype);
     let (mean, rstd) = (alloc(dev, dtype, c, OP)?, alloc(dev, dtype, c, OP)?);
     if c > 0 {
-        let args = [Arg::U64(c as u64), Arg::F64(eps), Arg::U64(dptr(&rmd)), Arg::U64(dptr(&rvd)), Arg::U64(dptr(&mean)), Arg::U64(dptr(&rstd))];
+        let args =
+            [Arg::U64(c as u64), Arg::F64(eps), Arg::U64(dptr(&rmd)), Arg::U64(dptr(&rvd)), Arg::U64(dptr(&mean)), Arg::U64(dptr(&rstd))];
         // SAFETY: batch_norm_eval_stats_T(c, eps, rm, rv, mean, rstd): four buffers of c elements.
         unsafe { launch(dev, "norm", &format!("batch_norm_eval_stats_{}", dtype_suffix(dtype)), grid_for(dev, c), OP, &args)? };
     }
@@ -401,7 +417,14 @@ pub fn batch_norm_backward(
         // SAFETY: batch_norm_bwd_dx_T(total, c, spatial, count, training, x, g, mean, rstd, w,
         // sum_g, sum_gx, dx): as above; dx total elements.
         unsafe { launch(dev, "norm", &format!("batch_norm_bwd_dx_{sfx}"), grid_for(dev, total), OP, &args)? };
-        let args = [Arg::U64(c as u64), Arg::U64(dptr(&rd)), Arg::U64(dptr(&sum_g)), Arg::U64(dptr(&sum_gx)), Arg::U64(dptr(&dweight)), Arg::U64(dptr(&dbias))];
+        let args = [
+            Arg::U64(c as u64),
+            Arg::U64(dptr(&rd)),
+            Arg::U64(dptr(&sum_g)),
+            Arg::U64(dptr(&sum_gx)),
+            Arg::U64(dptr(&dweight)),
+            Arg::U64(dptr(&dbias)),
+        ];
         // SAFETY: batch_norm_bwd_params_T(c, rstd, sum_g, sum_gx, dw, db): every buffer c elements.
         unsafe { launch(dev, "norm", &format!("batch_norm_bwd_params_{sfx}"), grid_for(dev, c), OP, &args)? };
     }

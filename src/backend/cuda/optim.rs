@@ -56,7 +56,10 @@ impl<'a> Span<'a> {
 
     fn check(&self, op: &'static str) -> Result<()> {
         if self.offset + self.len > self.storage.len() {
-            return Err(Error::bad_shape(op, format!("range {}..{} is outside a buffer of {}", self.offset, self.offset + self.len, self.storage.len())));
+            return Err(Error::bad_shape(
+                op,
+                format!("range {}..{} is outside a buffer of {}", self.offset, self.offset + self.len, self.storage.len()),
+            ));
         }
         Ok(())
     }
@@ -141,5 +144,7 @@ fn run(op: &'static str, kernel: &str, like: &CudaStorage, table: &[i64], chunks
     // (checked per tensor); the table holds `chunks` entries of six u64 whose pointers
     // address live buffers of this device and whose ranges lie inside them (checked);
     // for sum_squares the last argument is an f64 buffer of `chunks` elements.
-    unsafe { launch(dev, "optim", &format!("{kernel}_{}", dtype_suffix(like.dtype())), rows_config(dev, chunks, CHUNK_ELEMENTS), op, &args) }
+    unsafe {
+        launch(dev, "optim", &format!("{kernel}_{}", dtype_suffix(like.dtype())), rows_config(dev, chunks, CHUNK_ELEMENTS), op, &args)
+    }
 }

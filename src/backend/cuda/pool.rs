@@ -54,7 +54,17 @@ fn check_len(op: &'static str, what: &str, x: &Operand<'_>, len: usize) -> Resul
 
 /// Run `{kernel}_{dtype}(g, in, out[, extra])` writing `out_len` elements.
 #[allow(clippy::too_many_arguments)]
-fn run(op: &'static str, kernel: &str, g: &PoolGeometry, x: Operand<'_>, in_len: usize, out_len: usize, extra: Option<&CudaStorage>, out: &CudaStorage, threads: usize) -> Result<()> {
+fn run(
+    op: &'static str,
+    kernel: &str,
+    g: &PoolGeometry,
+    x: Operand<'_>,
+    in_len: usize,
+    out_len: usize,
+    extra: Option<&CudaStorage>,
+    out: &CudaStorage,
+    threads: usize,
+) -> Result<()> {
     let xd = dense(op, x)?;
     check_len(op, "input", &x, in_len)?;
     if threads == 0 {

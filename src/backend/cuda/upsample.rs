@@ -65,11 +65,20 @@ pub fn upsample_nearest2d(x: Operand<'_>, planes: usize, [h, w]: [usize; 2], row
 }
 
 /// Gradient of [`upsample_nearest2d`]: each output gradient summed onto the input pixel it copied.
-pub fn upsample_nearest2d_backward(dy: Operand<'_>, planes: usize, [h, w]: [usize; 2], rows: &[usize], cols: &[usize]) -> Result<CudaStorage> {
+pub fn upsample_nearest2d_backward(
+    dy: Operand<'_>,
+    planes: usize,
+    [h, w]: [usize; 2],
+    rows: &[usize],
+    cols: &[usize],
+) -> Result<CudaStorage> {
     const OP: &str = "upsample_nearest2d_backward";
     check_float(OP, dy.storage)?;
     if dy.numel() != planes * rows.len() * cols.len() {
-        return Err(Error::bad_shape(OP, format!("gradient of {} elements is not {planes} planes of {}×{}", dy.numel(), rows.len(), cols.len())));
+        return Err(Error::bad_shape(
+            OP,
+            format!("gradient of {} elements is not {planes} planes of {}×{}", dy.numel(), rows.len(), cols.len()),
+        ));
     }
     check_sources(OP, rows, h)?;
     check_sources(OP, cols, w)?;

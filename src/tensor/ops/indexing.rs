@@ -3,9 +3,9 @@
 //! are checked against the indexed size before any kernel runs.
 
 use super::{cuda_tensor, same_device, unsupported, with_cuda};
-use crate::backend::cuda;
 use crate::autograd::rules::indexing::{EmbeddingBackward, GatherBackward, IndexSelectBackward};
 use crate::backend::cpu;
+use crate::backend::cuda;
 use crate::tensor::{resolve_dim, DType, Element, Tensor};
 use crate::{dispatch_any, dispatch_float, Device, Error, Result};
 use std::sync::Arc;
@@ -91,7 +91,9 @@ impl Tensor {
             Device::Cuda(_) => {
                 let idx = checked_indices(OP, "id", &host_index_values(OP, ids)?, vocab, || format!("a vocabulary of {vocab} rows"))?;
                 let idx: Vec<i64> = idx.into_iter().map(|i| i as i64).collect();
-                with_cuda(OP, &[Some(weight)], |o| Ok(cuda_tensor(cuda::index_select_rows(o[0].expect("given"), 1, vocab, dim, &idx)?, &shape)))?
+                with_cuda(OP, &[Some(weight)], |o| {
+                    Ok(cuda_tensor(cuda::index_select_rows(o[0].expect("given"), 1, vocab, dim, &idx)?, &shape))
+                })?
             }
         };
         Ok(out.recorded(&[weight], || Arc::new(EmbeddingBackward { ids: ids.clone(), weight: weight.clone() })))
@@ -154,9 +156,13 @@ impl Tensor {
                 })
             }
             Device::Cuda(_) => {
-                let idx = checked_indices(OP, "index", &host_index_values(OP, indices)?, size, || format!("dim {d} of shape {:?}", self.shape()))?;
+                let idx = checked_indices(OP, "index", &host_index_values(OP, indices)?, size, || {
+                    format!("dim {d} of shape {:?}", self.shape())
+                })?;
                 let idx: Vec<i64> = idx.into_iter().map(|i| i as i64).collect();
-                with_cuda(OP, &[Some(self)], |o| Ok(cuda_tensor(cuda::index_select_rows(o[0].expect("given"), outer, size, inner, &idx)?, &shape)))?
+                with_cuda(OP, &[Some(self)], |o| {
+                    Ok(cuda_tensor(cuda::index_select_rows(o[0].expect("given"), outer, size, inner, &idx)?, &shape))
+                })?
             }
         };
         Ok(out.recorded(&[self], || Arc::new(IndexSelectBackward { input: self.clone(), indices: indices.clone(), dim: d })))
@@ -186,9 +192,12 @@ impl Tensor {
                 })
             }
             Device::Cuda(_) => {
-                let idx = checked_indices(OP, "index", &host_index_values(OP, indices)?, dim_size, || format!("dim {dim} of size {dim_size}"))?;
+                let idx =
+                    checked_indices(OP, "index", &host_index_values(OP, indices)?, dim_size, || format!("dim {dim} of size {dim_size}"))?;
                 let idx: Vec<i64> = idx.into_iter().map(|i| i as i64).collect();
-                with_cuda(OP, &[Some(self)], |o| Ok(cuda_tensor(cuda::index_add_rows(o[0].expect("given"), outer, dim_size, inner, &idx)?, &shape)))
+                with_cuda(OP, &[Some(self)], |o| {
+                    Ok(cuda_tensor(cuda::index_add_rows(o[0].expect("given"), outer, dim_size, inner, &idx)?, &shape))
+                })
             }
         }
     }

@@ -9,11 +9,11 @@
 
 use super::indexing::{index_values, with_contiguous};
 use super::{cuda_tensor, same_device, same_dtype, unsupported, with_cuda};
-use crate::backend::cuda;
 use crate::autograd::no_grad;
 use crate::autograd::rules::loss::{BceWithLogitsBackward, CosineSimilarityBackward, CrossEntropyBackward, MseLossBackward};
 use crate::backend::cpu;
 use crate::backend::cpu::loss::{ClassShape, LossGrad};
+use crate::backend::cuda;
 use crate::tensor::{broadcast_shapes, resolve_dim, Element, Float, Tensor};
 use crate::{dispatch_float, Device, Error, Result};
 use std::sync::Arc;

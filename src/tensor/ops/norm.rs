@@ -5,10 +5,10 @@
 
 use super::softmax::with_contiguous;
 use super::{cuda_tensor, same_device, same_dtype, with_cuda};
-use crate::backend::cuda;
 use crate::autograd::rules::norm::{BatchNormBackward, GroupNormBackward, LayerNormBackward};
 use crate::backend::cpu;
 use crate::backend::cpu::norm::NcsDims;
+use crate::backend::cuda;
 use crate::tensor::{Element, Float, Tensor};
 use crate::{dispatch_float, Device, Error, Result};
 use std::sync::Arc;
@@ -68,7 +68,11 @@ fn grads_to_tensors<T: Float>(g: cpu::norm::NormGrads<T>, x_shape: &[usize], par
 
 /// Gradients from a CUDA kernel, as tensors.
 fn cuda_grads(g: cuda::NormGrads, x_shape: &[usize], param_shape: &[usize]) -> NormGradients {
-    NormGradients { input: cuda_tensor(g.dx, x_shape), weight: cuda_tensor(g.dweight, param_shape), bias: cuda_tensor(g.dbias, param_shape) }
+    NormGradients {
+        input: cuda_tensor(g.dx, x_shape),
+        weight: cuda_tensor(g.dweight, param_shape),
+        bias: cuda_tensor(g.dbias, param_shape),
+    }
 }
 
 impl Tensor {

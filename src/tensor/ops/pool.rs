@@ -4,10 +4,10 @@
 
 use super::conv::with_contiguous;
 use super::{cuda_tensor, with_cuda};
-use crate::backend::cuda;
 use crate::autograd::rules::pool::{AdaptiveAvgPool2dBackward, AvgPool2dBackward, MaxPool2dBackward};
 use crate::backend::cpu;
 use crate::backend::cpu::pool::Pool2dGeometry;
+use crate::backend::cuda;
 use crate::tensor::{DType, Tensor};
 use crate::{dispatch_float, Device, Error, Result};
 use std::sync::Arc;

@@ -3,10 +3,10 @@
 
 use super::conv::with_contiguous;
 use super::{cuda_tensor, with_cuda};
-use crate::backend::cuda;
 use crate::autograd::rules::upsample::UpsampleNearest2dBackward;
 use crate::backend::cpu;
 use crate::backend::cpu::upsample::nearest_source_indices;
+use crate::backend::cuda;
 use crate::tensor::Tensor;
 use crate::{dispatch_float, Device, Error, Result};
 use std::sync::Arc;
