@@ -116,6 +116,64 @@ __device__ void cross_entropy_bwd(u64 samples, u64 classes, u64 inner, double sm
     }
 }
 
+// Cosine similarity of row pairs of packed [rows, len] matrices, one block per
+// row: Σ (a / max(‖a‖, eps)) · (b / max(‖b‖, eps)), as PyTorch normalises
+// before the product. The backward recomputes the norms and the similarity:
+// da = g (b / (n_a n_b) - [‖a‖ > eps] y a / n_a²), likewise for b.
+template <typename T>
+__device__ void cosine_row_stats(u64 row, u64 len, double eps, const T* a, const T* b, typename Num<T>::C* scratch,
+                                 typename Num<T>::C& na, typename Num<T>::C& nb, typename Num<T>::C& raw_a,
+                                 typename Num<T>::C& raw_b, typename Num<T>::C& y) {
+    typedef typename Num<T>::C C;
+    C saa = C(0), sbb = C(0);
+    for (u64 j = threadIdx.x; j < len; j += blockDim.x) {
+        const C x = Num<T>::load(a[row * len + j]), z = Num<T>::load(b[row * len + j]);
+        saa += x * x;
+        sbb += z * z;
+    }
+    raw_a = m_sqrt(block_sum(saa, scratch));
+    raw_b = m_sqrt(block_sum(sbb, scratch));
+    na = raw_a > C(eps) ? raw_a : C(eps);
+    nb = raw_b > C(eps) ? raw_b : C(eps);
+    const C ra = C(1) / na, rb = C(1) / nb;
+    C dot = C(0);
+    for (u64 j = threadIdx.x; j < len; j += blockDim.x) {
+        dot += (Num<T>::load(a[row * len + j]) * ra) * (Num<T>::load(b[row * len + j]) * rb);
+    }
+    y = block_sum(dot, scratch);
+}
+
+template <typename T>
+__device__ void cosine_similarity_fwd(u64 rows, u64 len, double eps, const T* a, const T* b, T* out) {
+    typedef typename Num<T>::C C;
+    __shared__ C scratch[BLOCK / 32];
+    for (u64 row = blockIdx.x; row < rows; row += gridDim.x) {
+        C na, nb, raw_a, raw_b, y;
+        cosine_row_stats<T>(row, len, eps, a, b, scratch, na, nb, raw_a, raw_b, y);
+        if (threadIdx.x == 0) out[row] = Num<T>::store(y);
+    }
+}
+
+template <typename T>
+__device__ void cosine_similarity_bwd(u64 rows, u64 len, double eps, const T* a, const T* b, const T* g, T* da, T* db) {
+    typedef typename Num<T>::C C;
+    __shared__ C scratch[BLOCK / 32];
+    for (u64 row = blockIdx.x; row < rows; row += gridDim.x) {
+        C na, nb, raw_a, raw_b, y;
+        cosine_row_stats<T>(row, len, eps, a, b, scratch, na, nb, raw_a, raw_b, y);
+        const C gv = Num<T>::load(g[row]);
+        const C cross = gv / (na * nb);
+        const C self_a = raw_a > C(eps) ? gv * y / (na * na) : C(0);
+        const C self_b = raw_b > C(eps) ? gv * y / (nb * nb) : C(0);
+        for (u64 j = threadIdx.x; j < len; j += blockDim.x) {
+            const u64 i = row * len + j;
+            const C x = Num<T>::load(a[i]), z = Num<T>::load(b[i]);
+            da[i] = Num<T>::store(cross * z - self_a * x);
+            db[i] = Num<T>::store(cross * x - self_b * z);
+        }
+    }
+}
+
 #define LOSS_KERNELS(NAME, T)                                                                                                        \
     extern "C" __global__ void __launch_bounds__(BLOCK) mse_fwd_##NAME(u64 n, u64 p, u64 t, u64 out) {                             \
         mse_fwd<T>(n, as_ptr<const T>(p), as_ptr<const T>(t), as_ptr<T>(out));                                                      \
@@ -140,6 +198,15 @@ __device__ void cross_entropy_bwd(u64 samples, u64 classes, u64 inner, double sm
                                  u64 targets, u64 g, double g_scale, u64 dz) {                                                       \
         cross_entropy_bwd<T>(samples, classes, inner, smoothing, has_ignore, ignore, as_ptr<const T>(z), as_ptr<const T>(lse),      \
                              as_ptr<const i64>(targets), g, g_scale, as_ptr<T>(dz));                                                 \
+    }                                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(BLOCK)                                                                             \
+        cosine_similarity_fwd_##NAME(u64 rows, u64 len, double eps, u64 a, u64 b, u64 out) {                                        \
+        cosine_similarity_fwd<T>(rows, len, eps, as_ptr<const T>(a), as_ptr<const T>(b), as_ptr<T>(out));                          \
+    }                                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(BLOCK)                                                                             \
+        cosine_similarity_bwd_##NAME(u64 rows, u64 len, double eps, u64 a, u64 b, u64 g, u64 da, u64 db) {                          \
+        cosine_similarity_bwd<T>(rows, len, eps, as_ptr<const T>(a), as_ptr<const T>(b), as_ptr<const T>(g), as_ptr<T>(da),         \
+                                 as_ptr<T>(db));                                                                                     \
     }
 
 FOR_FLOATS(LOSS_KERNELS)

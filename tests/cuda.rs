@@ -325,6 +325,7 @@ fn nvrtc_compiles_every_embedded_module() {
         ("upsample", "upsample_nearest2d_bwd_bf16"),
         ("loss", "cross_entropy_bwd_f32"),
         ("loss", "bce_with_logits_fwd_f16"),
+        ("loss", "cosine_similarity_bwd_f32"),
         ("optim", "adamw_f32"),
         ("optim", "sum_squares_bf16"),
         ("optim", "ema_f64"),

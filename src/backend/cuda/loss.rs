@@ -229,3 +229,79 @@ pub fn cross_entropy_backward(
     }
     Ok(out)
 }
+
+/// Cosine similarity of each pair of rows of `[rows, len]` views (one value per row).
+pub fn cosine_similarity(a: Operand<'_>, b: Operand<'_>, rows: usize, len: usize, eps: f64) -> Result<CudaStorage> {
+    const OP: &str = "cosine_similarity";
+    let (ad, bd) = pair(OP, a, b)?;
+    if a.numel() != rows * len {
+        return Err(Error::bad_shape(OP, format!("{} elements are not {rows} rows of {len}", a.numel())));
+    }
+    let dev = &ad.device;
+    let out = super::zeros(dev, ad.dtype, rows, OP)?;
+    if rows > 0 && len > 0 {
+        let args =
+            [Arg::U64(rows as u64), Arg::U64(len as u64), Arg::F64(eps), Arg::U64(dptr(&ad)), Arg::U64(dptr(&bd)), Arg::U64(dptr(&out))];
+        // SAFETY: cosine_similarity_fwd_T(rows, len, eps, a, b, out): a and b rows·len packed
+        // (checked), out rows; one block of whole warps per row.
+        unsafe {
+            launch(
+                dev,
+                "loss",
+                &format!("cosine_similarity_fwd_{}", dtype_suffix(ad.dtype)),
+                super::rows_config(dev, rows, len),
+                OP,
+                &args,
+            )?
+        };
+    }
+    Ok(out)
+}
+
+/// Gradients of [`cosine_similarity`] with respect to both row matrices, given the similarity's gradient `g` (`rows`).
+pub fn cosine_similarity_backward(
+    a: Operand<'_>,
+    b: Operand<'_>,
+    g: Operand<'_>,
+    rows: usize,
+    len: usize,
+    eps: f64,
+) -> Result<(CudaStorage, CudaStorage)> {
+    const OP: &str = "cosine_similarity_backward";
+    let (ad, bd) = pair(OP, a, b)?;
+    same_all(OP, a.storage, &[Some(g.storage)])?;
+    if a.numel() != rows * len || g.numel() != rows {
+        return Err(Error::bad_shape(
+            OP,
+            format!("{} elements and a gradient of {} do not match {rows} rows of {len}", a.numel(), g.numel()),
+        ));
+    }
+    let gd = dense(OP, g)?;
+    let dev = &ad.device;
+    let (da, db) = (super::zeros(dev, ad.dtype, rows * len, OP)?, super::zeros(dev, ad.dtype, rows * len, OP)?);
+    if rows > 0 && len > 0 {
+        let args = [
+            Arg::U64(rows as u64),
+            Arg::U64(len as u64),
+            Arg::F64(eps),
+            Arg::U64(dptr(&ad)),
+            Arg::U64(dptr(&bd)),
+            Arg::U64(dptr(&gd)),
+            Arg::U64(dptr(&da)),
+            Arg::U64(dptr(&db)),
+        ];
+        // SAFETY: cosine_similarity_bwd_T(rows, len, eps, a, b, g, da, db): a, b, da, db rows·len
+        // packed, g rows (checked); one block of whole warps per row.
+        unsafe {
+            launch(
+                dev,
+                "loss",
+                &format!("cosine_similarity_bwd_{}", dtype_suffix(ad.dtype)),
+                super::rows_config(dev, rows, len),
+                OP,
+                &args,
+            )?
+        };
+    }
+    Ok((da, db))
+}

@@ -5,7 +5,16 @@
 //! the first time a tensor goes to a GPU; without it (or without a device)
 //! every entry point returns [`Error::Cuda`] saying why, never a panic. Every
 //! op runs on its device's one stream, so ops are ordered without events;
-//! downloads synchronise.
+//! downloads synchronise. Buffers come from a per-device caching allocator
+//! (allocator.rs) and go back to it when dropped.
+//!
+//! One module per op family, named like its CPU twin in `backend::cpu` and its
+//! kernel file: elementwise, reduce, copy/cast, matmul (cuBLAS), softmax, norm
+//! (layer/group/batch norm, group norm fused with SiLU), indexing (embedding,
+//! index_select), pool, upsample, loss, optim (multi-tensor AdamW, EMA,
+//! gradient norm) and rng (Philox). The newer families take packed operands
+//! (a strided view is packed first by [`copy_strided`]) and pass device
+//! pointers to their kernels as u64 (0 for an absent optional operand).
 
 pub mod allocator;
 mod copy;
@@ -28,7 +37,8 @@ pub use device::{device_info, driver, DeviceInfo, DriverInfo};
 pub use elementwise::{binary, compare, unary, unary_backward};
 pub use indexing::{index_add_rows, index_select_rows};
 pub use loss::{
-    bce_with_logits, bce_with_logits_backward, cross_entropy, cross_entropy_backward, mse_loss, mse_loss_backward, ClassDims, LossGrad,
+    bce_with_logits, bce_with_logits_backward, cosine_similarity, cosine_similarity_backward, cross_entropy, cross_entropy_backward,
+    mse_loss, mse_loss_backward, ClassDims, LossGrad,
 };
 pub use matmul::matmul;
 pub use norm::{

@@ -8,7 +8,7 @@
 //! CUDA twins can be checked against them.
 
 use super::indexing::{index_values, with_contiguous};
-use super::{cuda_tensor, same_device, same_dtype, unsupported, with_cuda};
+use super::{cuda_tensor, same_device, same_dtype, with_cuda};
 use crate::autograd::no_grad;
 use crate::autograd::rules::loss::{BceWithLogitsBackward, CosineSimilarityBackward, CrossEntropyBackward, MseLossBackward};
 use crate::backend::cpu;
@@ -228,7 +228,13 @@ impl Tensor {
                 let b = rows_along::<T>(other, &shape, d)?;
                 Tensor::from_cpu_vec(cpu::loss::cosine_similarity_fwd(&a, &b, out_shape.iter().product(), len, eps), &out_shape)
             }),
-            Device::Cuda(_) => return Err(unsupported(OP, self)),
+            Device::Cuda(_) => {
+                let (a, b) = (rows_view(self, &shape, d)?, rows_view(other, &shape, d)?);
+                let rows = out_shape.iter().product();
+                with_cuda(OP, &[Some(&a), Some(&b)], |o| {
+                    Ok(cuda_tensor(cuda::cosine_similarity(o[0].expect("given"), o[1].expect("given"), rows, len, eps)?, &out_shape))
+                })?
+            }
         };
         Ok(out.recorded(&[self, other], || Arc::new(CosineSimilarityBackward { a: self.clone(), b: other.clone(), dim: d, eps })))
     }
@@ -259,6 +265,13 @@ fn rows_along<T: Element>(t: &Tensor, shape: &[usize], dim: usize) -> Result<Vec
     perm.push(dim);
     let layout = t.layout().broadcast_to(shape)?.permute(&perm)?;
     t.with_cpu_slice::<T, _>(|s, _| cpu::copy::gather(s, &layout))
+}
+
+/// `t` broadcast to `shape` with dimension `dim` moved last, as a view (the GPU kernels pack it).
+fn rows_view(t: &Tensor, shape: &[usize], dim: usize) -> Result<Tensor> {
+    let mut perm: Vec<usize> = (0..shape.len()).filter(|&i| i != dim).collect();
+    perm.push(dim);
+    no_grad(|| t.broadcast_to(shape)?.permute(&perm))
 }
 
 /// The gradient of [`Tensor::mse_loss_with`] with respect to the prediction
@@ -504,7 +517,14 @@ pub fn cosine_similarity_backward(a: &Tensor, b: &Tensor, dim: usize, eps: f64, 
             let (da, db) = with_contiguous::<T, _>(grad, |g| cpu::loss::cosine_similarity_bwd(&av, &bv, len, eps, g))?;
             (Tensor::from_cpu_vec(da, &moved), Tensor::from_cpu_vec(db, &moved))
         }),
-        Device::Cuda(_) => return Err(unsupported(OP, a)),
+        Device::Cuda(_) => {
+            let (av, bv) = (rows_view(a, &shape, dim)?, rows_view(b, &shape, dim)?);
+            let rows = out_shape.iter().product();
+            let (da, db) = with_cuda(OP, &[Some(&av), Some(&bv), Some(grad)], |o| {
+                cuda::cosine_similarity_backward(o[0].expect("given"), o[1].expect("given"), o[2].expect("given"), rows, len, eps)
+            })?;
+            (cuda_tensor(da, &moved), cuda_tensor(db, &moved))
+        }
     };
     no_grad(|| {
         let da = da.permute(&back)?.contiguous()?.sum_to_shape(a.shape())?;
