@@ -34,10 +34,12 @@ pub fn global_grad_norm(grads: &Gradients, params: &[Tensor]) -> Result<f64> {
     let mut on_gpu = Vec::new();
     for p in params {
         if let Some(g) = grads.get(p) {
-            let gc = no_grad(|| g.contiguous())?;
-            if crate::nn::optim::fusable_on_gpu(&[&gc]) {
-                on_gpu.push(gc);
-                continue;
+            if matches!(g.device(), Device::Cuda(_)) {
+                let gc = no_grad(|| g.contiguous())?;
+                if crate::nn::optim::fusable_on_gpu(&[&gc]) {
+                    on_gpu.push(gc);
+                    continue;
+                }
             }
             total += no_grad(|| sum_of_squares(g))?;
         }
