@@ -131,3 +131,35 @@ __device__ __forceinline__ float m_erf(float x) { return erff(x); }
 __device__ __forceinline__ double m_erf(double x) { return erf(x); }
 __device__ __forceinline__ float m_pow(float x, float y) { return powf(x, y); }
 __device__ __forceinline__ double m_pow(double x, double y) { return pow(x, y); }
+
+// ----- block-wide helpers (blockDim.x a multiple of 32, at most BLOCK) -------
+
+// Sum of `v` over the block; every thread gets the result. `scratch` holds
+// BLOCK/32 entries and may be reused by the next call (it ends with a barrier).
+template <typename C> __device__ __forceinline__ C block_sum(C v, C* scratch) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    const u32 warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < warps ? scratch[lane] : C(0);
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+        if (lane == 0) scratch[0] = v;
+    }
+    __syncthreads();
+    v = scratch[0];
+    __syncthreads();
+    return v;
+}
+
+// A device pointer passed as a u64 kernel argument (0 = absent).
+template <typename T> __device__ __forceinline__ T* as_ptr(u64 p) { return reinterpret_cast<T*>(p); }
+
+// Loads that read an absent optional operand as `fallback`.
+template <typename T> __device__ __forceinline__ typename Num<T>::C load_or(u64 p, u64 i, typename Num<T>::C fallback) {
+    return p ? Num<T>::load(as_ptr<const T>(p)[i]) : fallback;
+}
+
+// A float kernel family instantiated for the four float dtypes: FOR_FLOATS(M)
+// expands M(f32, float) M(f64, double) M(f16, f16) M(bf16, bf16).
+#define FOR_FLOATS(M) M(f32, float) M(f64, double) M(f16, f16) M(bf16, bf16)

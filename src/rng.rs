@@ -126,6 +126,12 @@ impl Tensor {
     /// Uniform samples in [lo, hi).
     pub fn rand(shape: &[usize], lo: f64, hi: f64, dtype: DType, device: Device, rng: &mut Rng) -> Result<Tensor> {
         let n = shape.iter().product();
+        if let Device::Cuda(ordinal) = device {
+            // The same stream words, generated on the device (kernels/rng.cu).
+            let values = crate::backend::cuda::philox_uniform(n, rng.seed, rng.offset, lo, hi, ordinal)?;
+            rng.offset += n as u64;
+            return Tensor::from_storage(crate::tensor::Storage::Cuda(values), shape).to_dtype(dtype);
+        }
         let v: Vec<f64> = rng.uniform_vec(n).into_iter().map(|u| lo + (hi - lo) * u).collect();
         Tensor::from_vec(v, shape)?.to_dtype(dtype)?.to_device(device)
     }
@@ -133,6 +139,11 @@ impl Tensor {
     /// Normal samples with the given mean and standard deviation.
     pub fn randn(shape: &[usize], mean: f64, std: f64, dtype: DType, device: Device, rng: &mut Rng) -> Result<Tensor> {
         let n = shape.iter().product();
+        if let Device::Cuda(ordinal) = device {
+            let values = crate::backend::cuda::philox_normal(n, rng.seed, rng.offset, mean, std, ordinal)?;
+            rng.offset += 2 * n as u64;
+            return Tensor::from_storage(crate::tensor::Storage::Cuda(values), shape).to_dtype(dtype);
+        }
         let v: Vec<f64> = rng.normal_vec(n).into_iter().map(|z| mean + std * z).collect();
         Tensor::from_vec(v, shape)?.to_dtype(dtype)?.to_device(device)
     }

@@ -292,7 +292,7 @@ fn doctor_command_exits_zero() {
 #[test]
 fn every_kernel_family_is_embedded() {
     let names = kernels::module_names();
-    for family in ["cast", "copy", "elementwise", "reduce"] {
+    for family in ["cast", "copy", "elementwise", "indexing", "loss", "norm", "optim", "pool", "reduce", "rng", "softmax", "upsample"] {
         assert!(names.contains(&family), "kernel module `{family}` missing from {names:?}");
     }
 }
@@ -312,6 +312,24 @@ fn nvrtc_compiles_every_embedded_module() {
         ("cast", "cast_f64_f16"),
         ("copy", "scatter_b8"),
         ("reduce", "arg_reduce_f16"),
+        ("softmax", "softmax_rows_f32"),
+        ("softmax", "softmax_bwd_columns_bf16"),
+        ("norm", "group_norm_fwd_f16"),
+        ("norm", "group_norm_bwd_f32"),
+        ("norm", "layer_norm_bwd_params_f64"),
+        ("norm", "batch_norm_stats_bf16"),
+        ("indexing", "index_select_rows_b2"),
+        ("indexing", "index_add_rows_f16"),
+        ("pool", "max_pool2d_bwd_f32"),
+        ("pool", "adaptive_avg_pool2d_bwd_f64"),
+        ("upsample", "upsample_nearest2d_bwd_bf16"),
+        ("loss", "cross_entropy_bwd_f32"),
+        ("loss", "bce_with_logits_fwd_f16"),
+        ("loss", "cosine_similarity_bwd_f32"),
+        ("optim", "adamw_f32"),
+        ("optim", "sum_squares_bf16"),
+        ("optim", "ema_f64"),
+        ("rng", "philox_normal_f64"),
     ];
     for name in kernels::module_names() {
         let ptx = kernels::compile_with_nvrtc(name, 80).unwrap_or_else(|e| panic!("{e}"));

@@ -31,10 +31,30 @@ fn sum_of_squares(t: &Tensor) -> Result<f64> {
 /// without a gradient count as zero).
 pub fn global_grad_norm(grads: &Gradients, params: &[Tensor]) -> Result<f64> {
     let mut total = 0.0;
+    let mut on_gpu = Vec::new();
     for p in params {
         if let Some(g) = grads.get(p) {
+            if matches!(g.device(), Device::Cuda(_)) {
+                let gc = no_grad(|| g.contiguous())?;
+                if crate::nn::optim::fusable_on_gpu(&[&gc]) {
+                    on_gpu.push(gc);
+                    continue;
+                }
+            }
             total += no_grad(|| sum_of_squares(g))?;
         }
+    }
+    // GPU gradients: one multi-tensor launch per (device, dtype).
+    while let Some(first) = on_gpu.first() {
+        let key = (first.device(), first.dtype());
+        let (group, rest): (Vec<Tensor>, Vec<Tensor>) = on_gpu.into_iter().partition(|t| (t.device(), t.dtype()) == key);
+        let rows: Vec<[&Tensor; 1]> = group.iter().map(|t| [t]).collect();
+        crate::nn::optim::fused_gpu_update(&rows, 0, |spans| {
+            let flat: Vec<_> = spans.iter().map(|s| s[0]).collect();
+            total += crate::backend::cuda::optim::sum_of_squares(&flat)?;
+            Ok(())
+        })?;
+        on_gpu = rest;
     }
     Ok(total.sqrt())
 }

@@ -139,12 +139,23 @@ impl Ema {
     pub fn update(&mut self) -> Result<f64> {
         self.optimization_step += 1;
         let decay = self.config.decay_at(self.optimization_step);
+        let mut on_gpu: Vec<[&Tensor; 2]> = Vec::new();
         for s in &self.shadows {
             if !s.param.requires_grad() {
                 no_grad(|| s.average.assign(&s.param))?;
+            } else if crate::nn::optim::fusable_on_gpu(&[&s.average, &s.param]) && !s.average.same_storage(&s.param) {
+                on_gpu.push([&s.average, &s.param]);
             } else if !ema_update_cpu(1.0 - decay, &s.average, &s.param)? {
                 no_grad(|| s.average.assign(&s.average.sub(&s.average.sub(&s.param)?.affine(1.0 - decay, 0.0)?)?))?;
             }
+        }
+        // GPU shadows: one multi-tensor launch per (device, dtype).
+        while let Some(first) = on_gpu.first() {
+            let key = (first[0].device(), first[0].dtype());
+            let (group, rest): (Vec<[&Tensor; 2]>, Vec<[&Tensor; 2]>) =
+                on_gpu.into_iter().partition(|t| (t[0].device(), t[0].dtype()) == key);
+            crate::nn::optim::fused_gpu_update(&group, 1, |spans| crate::backend::cuda::optim::ema(spans, 1.0 - decay))?;
+            on_gpu = rest;
         }
         Ok(decay)
     }

@@ -4,8 +4,9 @@
 //! On the CPU an update is one pass over the parameter, its gradient and its
 //! state slices (split across threads for large tensors), in the order torch's
 //! single-tensor implementation applies its in-place ops, so results agree
-//! with PyTorch to rounding. On other devices the same update is composed of
-//! tensor ops.
+//! with PyTorch to rounding. On a GPU every parameter group is updated by one
+//! multi-tensor kernel launch (kernels/optim.cu) with the same arithmetic;
+//! elsewhere the update is composed of tensor ops.
 //!
 //! State is exported and imported as named tensors (`exp_avg.<param>`,
 //! `exp_avg_sq.<param>`, `step.<param>`, `momentum_buffer.<param>`), so a
@@ -15,6 +16,7 @@
 
 use crate::autograd::no_grad;
 use crate::backend::cpu::PARALLEL_MIN;
+use crate::backend::cuda;
 use crate::tensor::{Float, Storage};
 use crate::{dispatch_float, DType, Device, Error, Gradients, Result, Tensor};
 use rayon::prelude::*;
@@ -311,15 +313,122 @@ impl AdamW {
     }
 }
 
+/// Parameters updated by one fused launch: same device, dtype and step count.
+type FusedGroup<'a> = ((Device, DType, u64), Vec<&'a (usize, Tensor)>);
+
+impl AdamW {
+    /// The AdamW step of GPU parameters as multi-tensor launches, one per
+    /// (device, dtype, step count); a group whose tensors share storage goes
+    /// through the per-tensor path instead.
+    fn update_fused_gpu(&self, items: &[(usize, Tensor)]) -> Result<()> {
+        let mut groups: Vec<FusedGroup<'_>> = Vec::new();
+        for item in items {
+            let s = &self.states[item.0];
+            let key = (s.param.device(), s.param.dtype(), s.step);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, members)) => members.push(item),
+                None => groups.push((key, vec![item])),
+            }
+        }
+        for ((_, _, step), members) in groups {
+            let tensors: Vec<[&Tensor; 4]> = members
+                .iter()
+                .map(|(i, g)| {
+                    let s = &self.states[*i];
+                    [&s.param, &s.exp_avg, &s.exp_avg_sq, g]
+                })
+                .collect();
+            let flat: Vec<&Tensor> = tensors.iter().flat_map(|t| t.iter().copied()).collect();
+            if flat.iter().enumerate().any(|(k, a)| flat[k + 1..].iter().any(|b| a.same_storage(b))) {
+                for (i, g) in members {
+                    self.update_one(&self.states[*i], g)?;
+                }
+                continue;
+            }
+            fused_gpu_update(&tensors, 3, |spans| cuda::optim::adamw(spans, adam_scalars_f64(&self.config, step)))?;
+        }
+        Ok(())
+    }
+}
+
+/// The AdamW scalars of `step` in f64 (the GPU kernel rounds them to its compute type, as [`AdamScalars`] does).
+fn adam_scalars_f64(c: &AdamWConfig, step: u64) -> cuda::optim::AdamScalars {
+    let bias_correction1 = 1.0 - c.beta1.powf(step as f64);
+    let bias_correction2 = 1.0 - c.beta2.powf(step as f64);
+    cuda::optim::AdamScalars {
+        decay: 1.0 - c.lr * c.weight_decay,
+        lerp_weight: 1.0 - c.beta1,
+        beta2: c.beta2,
+        one_minus_beta2: 1.0 - c.beta2,
+        neg_step_size: -(c.lr / bias_correction1),
+        bias_correction2_sqrt: bias_correction2.sqrt(),
+        eps: c.eps,
+    }
+}
+
+/// Whether these tensors (a parameter's update operands) can go to a fused
+/// GPU kernel: all on one GPU, of one float dtype, contiguous.
+pub(crate) fn fusable_on_gpu(tensors: &[&Tensor]) -> bool {
+    let Some(first) = tensors.first() else { return false };
+    matches!(first.device(), Device::Cuda(_))
+        && matches!(first.dtype(), DType::F32 | DType::F64 | DType::F16 | DType::BF16)
+        && tensors.iter().all(|t| t.device() == first.device() && t.dtype() == first.dtype() && t.is_contiguous())
+}
+
+/// Run a multi-tensor GPU kernel over `tensors` (each row: the operands of one
+/// parameter, all [`fusable_on_gpu`]). The first `written` operands of each
+/// row are updated in place and are locked for writing, so they must share no
+/// storage with any other operand (the callers check); the rest are read.
+pub(crate) fn fused_gpu_update<const N: usize>(
+    tensors: &[[&Tensor; N]],
+    written: usize,
+    run: impl FnOnce(&[[cuda::optim::Span<'_>; N]]) -> Result<()>,
+) -> Result<()> {
+    enum Guard<'a> {
+        Write(std::sync::RwLockWriteGuard<'a, Storage>),
+        Read(std::sync::RwLockReadGuard<'a, Storage>),
+    }
+    let guards: Vec<Vec<Guard<'_>>> = tensors
+        .iter()
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .map(|(j, t)| if j < written { Guard::Write(t.storage_mut()) } else { Guard::Read(t.storage()) })
+                .collect()
+        })
+        .collect();
+    let mut spans = Vec::with_capacity(tensors.len());
+    for (row, row_guards) in tensors.iter().zip(&guards) {
+        let mut entry = Vec::with_capacity(N);
+        for (t, g) in row.iter().zip(row_guards) {
+            let st: &Storage = match g {
+                Guard::Write(w) => w,
+                Guard::Read(r) => r,
+            };
+            let Storage::Cuda(s) = st else {
+                return Err(Error::msg("optimizer: a fused GPU update was given a CPU tensor"));
+            };
+            entry.push(cuda::optim::Span::new(s, t.layout().offset(), t.numel()));
+        }
+        spans.push(<[cuda::optim::Span<'_>; N]>::try_from(entry).map_err(|_| Error::msg("optimizer: internal: operand count"))?);
+    }
+    run(&spans)
+}
+
 impl Optimizer for AdamW {
     fn step(&mut self, grads: &Gradients) -> Result<()> {
+        let mut on_gpu = Vec::new();
         for i in 0..self.states.len() {
             let Some(grad) = grads.get(&self.states[i].param) else { continue };
             let g = prepared_grad(&self.states[i].name, &self.states[i].param, grad)?;
             self.states[i].step += 1;
+            if fusable_on_gpu(&[&self.states[i].param, &self.states[i].exp_avg, &self.states[i].exp_avg_sq, &g]) {
+                on_gpu.push((i, g));
+                continue;
+            }
             self.update_one(&self.states[i], &g)?;
         }
-        Ok(())
+        self.update_fused_gpu(&on_gpu)
     }
 
     fn learning_rate(&self) -> f64 {

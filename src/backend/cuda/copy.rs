@@ -43,7 +43,7 @@ pub fn copy_strided(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
     let layout = StridedLayout::of("copy_strided", l)?;
     let n64 = n as u64;
     let mut launch = dev.stream.launch_builder(&f);
-    launch.arg(&n64).arg(&layout).arg(&s.buf).arg(&mut out.buf);
+    launch.arg(&n64).arg(&layout).arg(&*s.buf).arg(&mut *out.buf);
     // SAFETY: copy_strided_bN(u64 n, StridedLayout, const T*, T*) with T of N
     // bytes = the dtype's size; every source offset is < storage_extent <= s.len
     // (checked), the output holds n elements; both buffers live on this stream.
@@ -76,7 +76,7 @@ pub fn copy_into(dst: &mut CudaStorage, dl: &Layout, src: &CudaStorage) -> Resul
     let layout = StridedLayout::of("copy_into", dl)?;
     let n64 = n as u64;
     let mut launch = dev.stream.launch_builder(&f);
-    launch.arg(&n64).arg(&layout).arg(&src.buf).arg(&mut dst.buf);
+    launch.arg(&n64).arg(&layout).arg(&*src.buf).arg(&mut *dst.buf);
     // SAFETY: scatter_bN(u64 n, StridedLayout, const T*, T*) with T of the
     // dtype's size; reads src[0..n) (src.len >= n, checked), writes offsets
     // < storage_extent <= dst.len (checked). A view that maps two indices to
@@ -102,7 +102,7 @@ pub fn cast(s: &CudaStorage, l: &Layout, to: DType) -> Result<CudaStorage> {
     let layout = StridedLayout::of("cast", l)?;
     let n64 = n as u64;
     let mut launch = dev.stream.launch_builder(&f);
-    launch.arg(&n64).arg(&layout).arg(&s.buf).arg(&mut out.buf);
+    launch.arg(&n64).arg(&layout).arg(&*s.buf).arg(&mut *out.buf);
     // SAFETY: cast_S_D(u64 n, StridedLayout, const S*, D*) with S and D the
     // storages' dtypes; source offsets < s.len (checked), n outputs allocated.
     unsafe { launch.launch(grid_for(dev, n)) }.map_err(|e| driver_error("cast", e))?;

@@ -121,6 +121,8 @@ pub(crate) struct CudaDevice {
     blas: OnceLock<std::result::Result<Mutex<CudaBlas>, String>>,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
+    /// Free device blocks by bucket (see allocator.rs).
+    pub cache: Mutex<super::allocator::BucketCache<cudarc::driver::CudaSlice<u8>>>,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -147,6 +149,7 @@ impl CudaDevice {
             blas: OnceLock::new(),
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
+            cache: Mutex::new(super::allocator::BucketCache::new()),
         })
     }
 

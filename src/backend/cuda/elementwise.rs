@@ -82,7 +82,7 @@ pub fn unary(op: UnaryOp, s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
     let (code, p0, p1) = unary_code(op);
     let n64 = n as u64;
     let mut launch = dev.stream.launch_builder(&f);
-    launch.arg(&n64).arg(&code).arg(&p0).arg(&p1).arg(&layout).arg(&s.buf).arg(&mut out.buf);
+    launch.arg(&n64).arg(&code).arg(&p0).arg(&p1).arg(&layout).arg(&*s.buf).arg(&mut *out.buf);
     // SAFETY: unary_T(u64 n, u32 op, double p0, double p1, StridedLayout, const T*, T*)
     // with T the storage dtype; input offsets < s.len (checked), n outputs allocated.
     unsafe { launch.launch(grid_for(dev, n)) }.map_err(|e| driver_error(op.name(), e))?;
@@ -125,7 +125,7 @@ pub fn unary_backward(
     let n64 = n as u64;
     let mut launch = dev.stream.launch_builder(&f);
     launch.arg(&n64).arg(&code).arg(&p0).arg(&p1);
-    launch.arg(&layout_x).arg(&x.buf).arg(&layout_y).arg(&y.buf).arg(&layout_g).arg(&g.buf).arg(&mut out.buf);
+    launch.arg(&layout_x).arg(&*x.buf).arg(&layout_y).arg(&*y.buf).arg(&layout_g).arg(&*g.buf).arg(&mut *out.buf);
     // SAFETY: unary_backward_T(u64, u32, double, double, StridedLayout, const T*,
     // StridedLayout, const T*, StridedLayout, const T*, T*) with T the common
     // dtype (checked); each view stays inside its storage (checked); n outputs.
@@ -169,7 +169,7 @@ pub fn binary(op: BinaryOp, a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &
     let code = binary_code(op);
     let n64 = n as u64;
     let mut launch = dev.stream.launch_builder(&f);
-    launch.arg(&n64).arg(&code).arg(&layout_a).arg(&a.buf).arg(&layout_b).arg(&b.buf).arg(&mut out.buf);
+    launch.arg(&n64).arg(&code).arg(&layout_a).arg(&*a.buf).arg(&layout_b).arg(&*b.buf).arg(&mut *out.buf);
     // SAFETY: binary_T(u64, u32, StridedLayout, const T*, StridedLayout, const T*, T*)
     // with T the common dtype (checked); broadcast views stay inside their storages; n outputs.
     unsafe { launch.launch(grid_for(dev, n)) }.map_err(|e| driver_error(op.name(), e))?;
@@ -190,7 +190,7 @@ pub fn compare(op: CmpOp, a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &La
     let code = compare_code(op);
     let n64 = n as u64;
     let mut launch = dev.stream.launch_builder(&f);
-    launch.arg(&n64).arg(&code).arg(&layout_a).arg(&a.buf).arg(&layout_b).arg(&b.buf).arg(&mut out.buf);
+    launch.arg(&n64).arg(&code).arg(&layout_a).arg(&*a.buf).arg(&layout_b).arg(&*b.buf).arg(&mut *out.buf);
     // SAFETY: compare_T(u64, u32, StridedLayout, const T*, StridedLayout, const T*, u8*)
     // with T the common dtype (checked); views inside their storages; n u8 outputs.
     unsafe { launch.launch(grid_for(dev, n)) }.map_err(|e| driver_error(OP, e))?;

@@ -113,7 +113,7 @@ pub fn matmul(
     if k == 0 {
         // An empty sum: zeros, without asking cuBLAS about k = 0.
         let mut out = out;
-        dev.stream.memset_zeros(&mut out.buf).map_err(|e| super::driver_error(OP, e))?;
+        dev.stream.memset_zeros(&mut *out.buf).map_err(|e| super::driver_error(OP, e))?;
         return Ok(out);
     }
     let (a_copy, pa) = prepare(a, la)?;

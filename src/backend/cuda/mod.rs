@@ -5,31 +5,68 @@
 //! the first time a tensor goes to a GPU; without it (or without a device)
 //! every entry point returns [`Error::Cuda`] saying why, never a panic. Every
 //! op runs on its device's one stream, so ops are ordered without events;
-//! downloads synchronise.
+//! downloads synchronise. Buffers come from a per-device caching allocator
+//! (allocator.rs) and go back to it when dropped.
+//!
+//! One module per op family, named like its CPU twin in `backend::cpu` and its
+//! kernel file: elementwise, reduce, copy/cast, matmul (cuBLAS), softmax, norm
+//! (layer/group/batch norm, group norm fused with SiLU), indexing (embedding,
+//! index_select), pool, upsample, loss, optim (multi-tensor AdamW, EMA,
+//! gradient norm) and rng (Philox). The newer families take packed operands
+//! (a strided view is packed first by [`copy_strided`]) and pass device
+//! pointers to their kernels as u64 (0 for an absent optional operand).
 
+pub mod allocator;
 mod copy;
 mod device;
 mod elementwise;
+mod indexing;
 pub mod kernels;
+mod loss;
 mod matmul;
+mod norm;
+pub mod optim;
+mod pool;
 mod reduce;
+mod rng;
+mod softmax;
+mod upsample;
 
 pub use copy::{cast, copy_into, copy_strided};
 pub use device::{device_info, driver, DeviceInfo, DriverInfo};
 pub use elementwise::{binary, compare, unary, unary_backward};
+pub use indexing::{index_add_rows, index_select_rows};
+pub use loss::{
+    bce_with_logits, bce_with_logits_backward, cosine_similarity, cosine_similarity_backward, cross_entropy, cross_entropy_backward,
+    mse_loss, mse_loss_backward, ClassDims, LossGrad,
+};
 pub use matmul::matmul;
+pub use norm::{
+    batch_norm_backward, batch_norm_eval_stats, batch_norm_forward, batch_norm_train_stats, group_norm, group_norm_backward, layer_norm,
+    layer_norm_backward, BatchStats, NormForward, NormGrads,
+};
+pub use pool::{
+    adaptive_avg_pool2d, adaptive_avg_pool2d_backward, avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward, PoolGeometry,
+};
 pub use reduce::{arg_reduce, reduce};
+pub use rng::{philox_normal, philox_uniform, philox_words};
+pub use softmax::{softmax, softmax_backward};
+pub use upsample::{upsample_nearest2d, upsample_nearest2d_backward};
 
 use crate::tensor::{DType, Layout};
 use crate::{Device, Error, Result};
-use cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig};
+use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
 use device::CudaDevice;
 use std::sync::Arc;
 
 /// A buffer in device memory: `len` elements of `dtype`, row-major, on one device.
 pub struct CudaStorage {
-    /// Raw bytes; kernels reinterpret them by dtype. Never empty (see [`alloc`]).
-    buf: CudaSlice<u8>,
+    /// Raw bytes; kernels reinterpret them by dtype. Never empty (see [`alloc`]);
+    /// a whole allocator bucket, so possibly longer than `len` elements. Given
+    /// back to the device's cache on drop.
+    buf: std::mem::ManuallyDrop<CudaSlice<u8>>,
+    /// The allocator bucket `buf` came from.
+    bucket: usize,
     dtype: DType,
     len: usize,
     device: Arc<CudaDevice>,
@@ -83,16 +120,50 @@ pub(crate) fn dtype_suffix(dtype: DType) -> &'static str {
     dtype.as_str()
 }
 
-/// A fresh, uninitialised buffer for `len` elements of `dtype`.
-/// At least one byte is allocated: cuMemAlloc rejects zero-sized requests.
+impl Drop for CudaStorage {
+    fn drop(&mut self) {
+        // SAFETY: `buf` is taken exactly once, here, and never used again.
+        let buf = unsafe { std::mem::ManuallyDrop::take(&mut self.buf) };
+        self.device.cache.lock().expect("allocator cache poisoned").give(self.bucket, buf);
+    }
+}
+
+/// A fresh, uninitialised buffer for `len` elements of `dtype`, from the
+/// device's cache when a block of its bucket is free, else from the driver
+/// (emptying the cache and retrying once when the driver is out of memory).
 pub(crate) fn alloc(dev: &Arc<CudaDevice>, dtype: DType, len: usize, op: &str) -> Result<CudaStorage> {
-    let bytes = (len * dtype.size_in_bytes()).max(1);
-    // SAFETY: the caller writes every element before any read (each kernel
-    // writes its whole output; copies fill the buffer).
-    let buf = unsafe { dev.stream.alloc::<u8>(bytes) }.map_err(|e| {
-        Error::Cuda(format!("{op}: allocating {bytes} bytes on cuda:{} failed: {}", dev.ordinal, device::describe_driver_error(&e)))
-    })?;
-    Ok(CudaStorage { buf, dtype, len, device: dev.clone() })
+    let bytes = len * dtype.size_in_bytes();
+    let (cached, bucket) = dev.cache.lock().expect("allocator cache poisoned").take(bytes);
+    let buf = match cached {
+        Some(buf) => buf,
+        None => {
+            // SAFETY: the caller writes every element before any read (each kernel
+            // writes its whole output; copies fill the buffer).
+            let fresh = unsafe { dev.stream.alloc::<u8>(bucket) };
+            match fresh {
+                Ok(buf) => buf,
+                Err(_) => {
+                    drop(dev.cache.lock().expect("allocator cache poisoned").drain());
+                    // SAFETY: as above.
+                    unsafe { dev.stream.alloc::<u8>(bucket) }.map_err(|e| {
+                        Error::Cuda(format!(
+                            "{op}: allocating {bucket} bytes on cuda:{} failed: {}",
+                            dev.ordinal,
+                            device::describe_driver_error(&e)
+                        ))
+                    })?
+                }
+            }
+        }
+    };
+    Ok(CudaStorage { buf: std::mem::ManuallyDrop::new(buf), bucket, dtype, len, device: dev.clone() })
+}
+
+/// The allocator counters of device `ordinal`, or why it cannot be opened.
+pub fn allocator_stats(ordinal: usize) -> std::result::Result<allocator::CacheStats, String> {
+    let dev = device::open_device(ordinal)?;
+    let stats = dev.cache.lock().expect("allocator cache poisoned").stats();
+    Ok(stats)
 }
 
 /// A driver error during `op`, as a crate error.
@@ -206,4 +277,173 @@ pub fn download(s: &CudaStorage) -> Result<Vec<u8>> {
     let mut host = vec![0u8; n];
     s.device.stream.memcpy_dtoh(&s.buf.slice(..n), host.as_mut_slice()).map_err(|e| driver_error("download", e))?;
     Ok(host)
+}
+
+/// A strided view of device memory, as the op layer hands it to a kernel wrapper.
+#[derive(Clone, Copy, Debug)]
+pub struct Operand<'a> {
+    /// The buffer.
+    pub storage: &'a CudaStorage,
+    /// The view of it.
+    pub layout: &'a Layout,
+}
+
+impl<'a> Operand<'a> {
+    /// A view of `storage`.
+    pub fn new(storage: &'a CudaStorage, layout: &'a Layout) -> Operand<'a> {
+        Operand { storage, layout }
+    }
+    /// The view's shape.
+    pub fn shape(&self) -> &'a [usize] {
+        self.layout.shape()
+    }
+    /// The view's element count.
+    pub fn numel(&self) -> usize {
+        self.layout.numel()
+    }
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.storage.dtype
+    }
+}
+
+/// The elements of a view in row-major order from element 0 of a buffer:
+/// the storage itself when the view already is that, else a packed copy.
+pub(crate) enum Dense<'a> {
+    Borrowed(&'a CudaStorage),
+    Owned(CudaStorage),
+}
+
+impl std::ops::Deref for Dense<'_> {
+    type Target = CudaStorage;
+    fn deref(&self) -> &CudaStorage {
+        match self {
+            Dense::Borrowed(s) => s,
+            Dense::Owned(s) => s,
+        }
+    }
+}
+
+/// `x` packed row-major from offset 0 (a copy only when it is not already).
+pub(crate) fn dense<'a>(op: &'static str, x: Operand<'a>) -> Result<Dense<'a>> {
+    copy::check_extent(op, x.layout, x.storage)?;
+    match x.layout.contiguous_range() {
+        Some(r) if r.start == 0 => Ok(Dense::Borrowed(x.storage)),
+        _ => Ok(Dense::Owned(copy_strided(x.storage, x.layout)?)),
+    }
+}
+
+/// Like [`dense`] for an optional operand.
+pub(crate) fn dense_opt<'a>(op: &'static str, x: Option<Operand<'a>>) -> Result<Option<Dense<'a>>> {
+    x.map(|x| dense(op, x)).transpose()
+}
+
+/// The device address of a buffer, passed to kernels that take pointers as u64.
+pub(crate) fn dptr(s: &CudaStorage) -> u64 {
+    // Event tracking is off for every context (see device.rs), so the guard
+    // records nothing; the address stays valid while `s` lives, and frees are
+    // ordered on the one stream after every kernel that uses it.
+    let (p, _sync) = s.buf.device_ptr(&s.device.stream);
+    p
+}
+
+/// [`dptr`] of an optional buffer, 0 when absent (kernels test for it).
+pub(crate) fn dptr_opt(s: Option<&CudaStorage>) -> u64 {
+    s.map_or(0, dptr)
+}
+
+/// One kernel argument, by value.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Arg {
+    U64(u64),
+    U32(u32),
+    I64(i64),
+    F64(f64),
+    Pool(pool::PoolGeometry),
+    Adam(optim::AdamScalars),
+}
+
+/// Launch `function` of kernel module `module` with `args` in order.
+///
+/// # Safety
+/// `args` must match the kernel's parameter list in order and type, every
+/// pointer among them must address live memory of this device large enough
+/// for every element the kernel touches given the other arguments, and the
+/// block size must be what the kernel assumes (a multiple of 32, at most BLOCK).
+pub(crate) unsafe fn launch(
+    dev: &CudaDevice,
+    module: &'static str,
+    function: &str,
+    cfg: LaunchConfig,
+    op: &str,
+    args: &[Arg],
+) -> Result<()> {
+    let f = dev.function(module, function)?;
+    let mut b = dev.stream.launch_builder(&f);
+    for a in args {
+        match a {
+            Arg::U64(v) => b.arg(v),
+            Arg::U32(v) => b.arg(v),
+            Arg::I64(v) => b.arg(v),
+            Arg::F64(v) => b.arg(v),
+            Arg::Pool(v) => b.arg(v),
+            Arg::Adam(v) => b.arg(v),
+        };
+    }
+    // SAFETY: the caller vouches for the argument list and the memory it names.
+    unsafe { b.launch(cfg) }.map_err(|e| driver_error(op, e))?;
+    Ok(())
+}
+
+/// One block per row (grid-stride over rows), in whole warps, no wider than the row needs.
+pub(crate) fn rows_config(dev: &CudaDevice, rows: usize, len: usize) -> LaunchConfig {
+    let threads = len.next_power_of_two().clamp(32, BLOCK as usize) as u32;
+    let grid = rows.min(dev.multiprocessors as usize * 32).max(1) as u32;
+    LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// A zero-filled buffer.
+pub(crate) fn zeros(dev: &Arc<CudaDevice>, dtype: DType, len: usize, op: &str) -> Result<CudaStorage> {
+    let mut out = alloc(dev, dtype, len, op)?;
+    dev.stream.memset_zeros(&mut *out.buf).map_err(|e| driver_error(op, e))?;
+    Ok(out)
+}
+
+/// Host i64 values as a device buffer on `dev`.
+pub(crate) fn upload_i64(dev: &Arc<CudaDevice>, values: &[i64], op: &str) -> Result<CudaStorage> {
+    let mut out = alloc(dev, DType::I64, values.len(), op)?;
+    if !values.is_empty() {
+        let bytes: &[u8] = bytemuck::cast_slice(values);
+        let mut dst = out.buf.slice_mut(..bytes.len());
+        dev.stream.memcpy_htod(bytes, &mut dst).map_err(|e| driver_error(op, e))?;
+    }
+    Ok(out)
+}
+
+/// The float kernels' dtype check.
+pub(crate) fn check_float(op: &'static str, s: &CudaStorage) -> Result<()> {
+    match s.dtype {
+        DType::F32 | DType::F64 | DType::F16 | DType::BF16 => Ok(()),
+        other => Err(unsupported_dtype(op, other, s.ordinal())),
+    }
+}
+
+/// The dtype kernels accumulate a float dtype in: f64 for f64, f32 otherwise.
+pub(crate) fn accumulator(dtype: DType) -> DType {
+    if dtype == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
+/// All operands on one device and of one dtype.
+pub(crate) fn same_all(op: &'static str, first: &CudaStorage, rest: &[Option<&CudaStorage>]) -> Result<()> {
+    for s in rest.iter().flatten() {
+        same_device(op, first, s)?;
+        if s.dtype != first.dtype {
+            return Err(Error::DTypeMismatch { op, lhs: first.dtype, rhs: s.dtype });
+        }
+    }
+    Ok(())
 }

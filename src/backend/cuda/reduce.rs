@@ -61,7 +61,7 @@ pub fn reduce(op: ReduceOp, s: &CudaStorage, l: &Layout, dims: &[usize]) -> Resu
     };
     let (rows64, len64) = (rows as u64, len as u64);
     let mut launch = dev.stream.launch_builder(&f);
-    launch.arg(&code).arg(&rows64).arg(&len64).arg(&layout).arg(&s.buf).arg(&mut out.buf);
+    launch.arg(&code).arg(&rows64).arg(&len64).arg(&layout).arg(&*s.buf).arg(&mut *out.buf);
     // SAFETY: reduce_T(u32, u64 rows, u64 len, StridedLayout, const T*, T*) with
     // T the storage dtype; the permuted view has rows*len elements inside the
     // storage (checked), the output `rows`; block size is a multiple of 32 and
@@ -89,7 +89,7 @@ pub fn arg_reduce(s: &CudaStorage, l: &Layout, dim: usize, largest: bool) -> Res
     let largest = largest as u32;
     let (rows64, len64) = (rows as u64, len as u64);
     let mut launch = dev.stream.launch_builder(&f);
-    launch.arg(&largest).arg(&rows64).arg(&len64).arg(&layout).arg(&s.buf).arg(&mut out.buf);
+    launch.arg(&largest).arg(&rows64).arg(&len64).arg(&layout).arg(&*s.buf).arg(&mut *out.buf);
     // SAFETY: arg_reduce_T(u32, u64, u64, StridedLayout, const T*, i64*) with T
     // the storage dtype; view inside the storage (checked); `rows` i64 outputs;
     // block size a multiple of 32, at most BLOCK.

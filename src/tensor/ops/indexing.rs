@@ -2,9 +2,10 @@
 //! scatter-add gradients. Indices are i64 (i32 and u8 are accepted too) and
 //! are checked against the indexed size before any kernel runs.
 
-use super::{same_device, unsupported};
+use super::{cuda_tensor, same_device, unsupported, with_cuda};
 use crate::autograd::rules::indexing::{EmbeddingBackward, GatherBackward, IndexSelectBackward};
 use crate::backend::cpu;
+use crate::backend::cuda;
 use crate::tensor::{resolve_dim, DType, Element, Tensor};
 use crate::{dispatch_any, dispatch_float, Device, Error, Result};
 use std::sync::Arc;
@@ -16,6 +17,14 @@ pub(crate) fn index_values(op: &'static str, t: &Tensor) -> Result<Vec<i64>> {
         DType::I32 => Ok(t.cpu_vec::<i32>()?.into_iter().map(i64::from).collect()),
         DType::U8 => Ok(t.cpu_vec::<u8>()?.into_iter().map(i64::from).collect()),
         other => Err(Error::msg(format!("{op}: indices must be integers (i64, i32 or u8), found {}", other.as_str()))),
+    }
+}
+
+/// [`index_values`] of a tensor on any device (a GPU tensor's indices are downloaded).
+pub(crate) fn host_index_values(op: &'static str, t: &Tensor) -> Result<Vec<i64>> {
+    match t.device() {
+        Device::Cpu => index_values(op, t),
+        Device::Cuda(_) => index_values(op, &t.to_device(Device::Cpu)?),
     }
 }
 
@@ -79,7 +88,13 @@ impl Tensor {
                     Tensor::from_cpu_vec(rows, &shape)
                 })
             }
-            Device::Cuda(_) => return Err(unsupported(OP, weight)),
+            Device::Cuda(_) => {
+                let idx = checked_indices(OP, "id", &host_index_values(OP, ids)?, vocab, || format!("a vocabulary of {vocab} rows"))?;
+                let idx: Vec<i64> = idx.into_iter().map(|i| i as i64).collect();
+                with_cuda(OP, &[Some(weight)], |o| {
+                    Ok(cuda_tensor(cuda::index_select_rows(o[0].expect("given"), 1, vocab, dim, &idx)?, &shape))
+                })?
+            }
         };
         Ok(out.recorded(&[weight], || Arc::new(EmbeddingBackward { ids: ids.clone(), weight: weight.clone() })))
     }
@@ -105,7 +120,13 @@ impl Tensor {
                     Ok(Tensor::from_cpu_vec(g, &[vocab, dim]))
                 })
             }
-            Device::Cuda(_) => Err(unsupported(OP, grad_output)),
+            Device::Cuda(_) => {
+                let idx = checked_indices(OP, "id", &host_index_values(OP, ids)?, vocab, || format!("a vocabulary of {vocab} rows"))?;
+                let idx: Vec<i64> = idx.into_iter().map(|i| i as i64).collect();
+                with_cuda(OP, &[Some(grad_output)], |o| {
+                    Ok(cuda_tensor(cuda::index_add_rows(o[0].expect("given"), 1, vocab, dim, &idx)?, &[vocab, dim]))
+                })
+            }
         }
     }
 
@@ -134,7 +155,15 @@ impl Tensor {
                     Tensor::from_cpu_vec(v, &shape)
                 })
             }
-            Device::Cuda(_) => return Err(unsupported(OP, self)),
+            Device::Cuda(_) => {
+                let idx = checked_indices(OP, "index", &host_index_values(OP, indices)?, size, || {
+                    format!("dim {d} of shape {:?}", self.shape())
+                })?;
+                let idx: Vec<i64> = idx.into_iter().map(|i| i as i64).collect();
+                with_cuda(OP, &[Some(self)], |o| {
+                    Ok(cuda_tensor(cuda::index_select_rows(o[0].expect("given"), outer, size, inner, &idx)?, &shape))
+                })?
+            }
         };
         Ok(out.recorded(&[self], || Arc::new(IndexSelectBackward { input: self.clone(), indices: indices.clone(), dim: d })))
     }
@@ -162,7 +191,14 @@ impl Tensor {
                     Ok(Tensor::from_cpu_vec(g, &shape))
                 })
             }
-            Device::Cuda(_) => Err(unsupported(OP, self)),
+            Device::Cuda(_) => {
+                let idx =
+                    checked_indices(OP, "index", &host_index_values(OP, indices)?, dim_size, || format!("dim {dim} of size {dim_size}"))?;
+                let idx: Vec<i64> = idx.into_iter().map(|i| i as i64).collect();
+                with_cuda(OP, &[Some(self)], |o| {
+                    Ok(cuda_tensor(cuda::index_add_rows(o[0].expect("given"), outer, dim_size, inner, &idx)?, &shape))
+                })
+            }
         }
     }
 

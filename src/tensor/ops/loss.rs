@@ -8,11 +8,12 @@
 //! CUDA twins can be checked against them.
 
 use super::indexing::{index_values, with_contiguous};
-use super::{same_device, same_dtype, unsupported};
+use super::{cuda_tensor, same_device, same_dtype, with_cuda};
 use crate::autograd::no_grad;
 use crate::autograd::rules::loss::{BceWithLogitsBackward, CosineSimilarityBackward, CrossEntropyBackward, MseLossBackward};
 use crate::backend::cpu;
 use crate::backend::cpu::loss::{ClassShape, LossGrad};
+use crate::backend::cuda;
 use crate::tensor::{broadcast_shapes, resolve_dim, Element, Float, Tensor};
 use crate::{dispatch_float, Device, Error, Result};
 use std::sync::Arc;
@@ -76,6 +77,38 @@ fn with_loss_grad<T: Float, R>(grad: &Tensor, reduction: Reduction, count: usize
     }
 }
 
+/// Per-element GPU losses reduced as `reduction` asks (sum, or sum / `count`).
+fn cuda_reduced(values: Tensor, reduction: Reduction, count: usize) -> Result<Tensor> {
+    no_grad(|| match reduction {
+        Reduction::None => Ok(values),
+        Reduction::Sum => values.sum_all(),
+        Reduction::Mean => values.sum_all()?.affine(1.0 / count as f64, 0.0),
+    })
+}
+
+/// The uniform factor of a reduced loss's gradient (`g / count` or `g`), or
+/// `None` for reduction "none" (the gradient is per element).
+fn uniform_grad(grad: &Tensor, reduction: Reduction, count: usize) -> Result<Option<f64>> {
+    match reduction {
+        Reduction::Mean => Ok(Some(grad.to_scalar_f64()? / count as f64)),
+        Reduction::Sum => Ok(Some(grad.to_scalar_f64()?)),
+        Reduction::None => Ok(None),
+    }
+}
+
+/// The kernels' form of the upstream gradient: the uniform factor, else the per-element gradient.
+fn cuda_loss_grad(scale: Option<f64>, per_element: Option<cuda::Operand<'_>>) -> Result<cuda::LossGrad<'_>> {
+    match (scale, per_element) {
+        (Some(s), _) => Ok(cuda::LossGrad::Uniform(s)),
+        (None, Some(g)) => Ok(cuda::LossGrad::PerElement(g)),
+        (None, None) => Err(Error::msg("loss backward: reduction \"none\" needs the per-element gradient")),
+    }
+}
+
+fn class_dims(s: ClassShape) -> cuda::ClassDims {
+    cuda::ClassDims { n: s.n, classes: s.classes, inner: s.inner }
+}
+
 /// Two float inputs of one loss on one device, of one dtype and shape.
 fn same_float_inputs(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     same_device(op, a, b)?;
@@ -104,7 +137,12 @@ impl Tensor {
                 let v = with_contiguous::<T, _>(self, |p| with_contiguous::<T, _>(target, |t| cpu::loss::mse_loss_fwd(p, t, sum)))??;
                 reduced(v, reduction, self.numel(), self.shape())
             }),
-            Device::Cuda(_) => return Err(unsupported(OP, self)),
+            Device::Cuda(_) => {
+                let v = with_cuda(OP, &[Some(self), Some(target)], |o| {
+                    Ok(cuda_tensor(cuda::mse_loss(o[0].expect("given"), o[1].expect("given"))?, self.shape()))
+                })?;
+                cuda_reduced(v, reduction, self.numel())?
+            }
         };
         Ok(out.recorded(&[self, target], || Arc::new(MseLossBackward { pred: self.clone(), target: target.clone(), reduction })))
     }
@@ -135,7 +173,13 @@ impl Tensor {
                 })??;
                 reduced(v, reduction, self.numel(), self.shape())
             }),
-            Device::Cuda(_) => return Err(unsupported(OP, self)),
+            Device::Cuda(_) => {
+                let weight = pos_weight.map(|w| no_grad(|| w.broadcast_to(self.shape()))).transpose()?;
+                let v = with_cuda(OP, &[Some(self), Some(targets), weight.as_ref()], |o| {
+                    Ok(cuda_tensor(cuda::bce_with_logits(o[0].expect("given"), o[1].expect("given"), o[2])?, self.shape()))
+                })?;
+                cuda_reduced(v, reduction, self.numel())?
+            }
         };
         let mut inputs = vec![self, targets];
         inputs.extend(pos_weight);
@@ -184,7 +228,13 @@ impl Tensor {
                 let b = rows_along::<T>(other, &shape, d)?;
                 Tensor::from_cpu_vec(cpu::loss::cosine_similarity_fwd(&a, &b, out_shape.iter().product(), len, eps), &out_shape)
             }),
-            Device::Cuda(_) => return Err(unsupported(OP, self)),
+            Device::Cuda(_) => {
+                let (a, b) = (rows_view(self, &shape, d)?, rows_view(other, &shape, d)?);
+                let rows = out_shape.iter().product();
+                with_cuda(OP, &[Some(&a), Some(&b)], |o| {
+                    Ok(cuda_tensor(cuda::cosine_similarity(o[0].expect("given"), o[1].expect("given"), rows, len, eps)?, &out_shape))
+                })?
+            }
         };
         Ok(out.recorded(&[self, other], || Arc::new(CosineSimilarityBackward { a: self.clone(), b: other.clone(), dim: d, eps })))
     }
@@ -217,6 +267,13 @@ fn rows_along<T: Element>(t: &Tensor, shape: &[usize], dim: usize) -> Result<Vec
     t.with_cpu_slice::<T, _>(|s, _| cpu::copy::gather(s, &layout))
 }
 
+/// `t` broadcast to `shape` with dimension `dim` moved last, as a view (the GPU kernels pack it).
+fn rows_view(t: &Tensor, shape: &[usize], dim: usize) -> Result<Tensor> {
+    let mut perm: Vec<usize> = (0..shape.len()).filter(|&i| i != dim).collect();
+    perm.push(dim);
+    no_grad(|| t.broadcast_to(shape)?.permute(&perm))
+}
+
 /// The gradient of [`Tensor::mse_loss_with`] with respect to the prediction
 /// (the target's is its negation), given the loss's gradient `grad`.
 pub fn mse_loss_backward(pred: &Tensor, target: &Tensor, grad: &Tensor, reduction: Reduction) -> Result<Tensor> {
@@ -231,7 +288,13 @@ pub fn mse_loss_backward(pred: &Tensor, target: &Tensor, grad: &Tensor, reductio
             })???;
             Ok(Tensor::from_cpu_vec(v, pred.shape()))
         }),
-        Device::Cuda(_) => Err(unsupported(OP, pred)),
+        Device::Cuda(_) => {
+            let scale = uniform_grad(grad, reduction, pred.numel())?;
+            with_cuda(OP, &[Some(pred), Some(target), scale.is_none().then_some(grad)], |o| {
+                let g = cuda_loss_grad(scale, o[2])?;
+                Ok(cuda_tensor(cuda::mse_loss_backward(o[0].expect("given"), o[1].expect("given"), g)?, pred.shape()))
+            })
+        }
     }
 }
 
@@ -265,7 +328,16 @@ pub fn bce_with_logits_backward(
             let wrap = |v: Option<Vec<T>>| v.map(|v| Tensor::from_cpu_vec(v, shape));
             (wrap(dx), wrap(dy), wrap(dw))
         }),
-        Device::Cuda(_) => return Err(unsupported(OP, logits)),
+        Device::Cuda(_) => {
+            let scale = uniform_grad(grad, reduction, logits.numel())?;
+            let weight = pos_weight.map(|w| no_grad(|| w.broadcast_to(shape))).transpose()?;
+            let [dx, dy, dw] = with_cuda(OP, &[Some(logits), Some(targets), weight.as_ref(), scale.is_none().then_some(grad)], |o| {
+                let g = cuda_loss_grad(scale, o[3])?;
+                cuda::bce_with_logits_backward(o[0].expect("given"), o[1].expect("given"), o[2], g, need)
+            })?;
+            let wrap = |v: Option<cuda::CudaStorage>| v.map(|v| cuda_tensor(v, shape));
+            (wrap(dx), wrap(dy), wrap(dw))
+        }
     };
     let dw = match (dw, pos_weight) {
         (Some(dw), Some(w)) => Some(dw.sum_to_shape(w.shape())?),
@@ -351,7 +423,15 @@ pub fn cross_entropy_forward(logits: &Tensor, targets: &Tensor, options: &CrossE
                 Ok((loss, Tensor::from_cpu_vec(lse, &[samples])))
             })
         }
-        Device::Cuda(_) => Err(unsupported(OP, logits)),
+        Device::Cuda(_) => {
+            let (t, counted) = checked_targets(OP, &targets.to_device(Device::Cpu)?, shape.classes, options.ignore_index)?;
+            let (loss, lse) = with_cuda(OP, &[Some(logits)], |o| {
+                cuda::cross_entropy(o[0].expect("given"), &t, class_dims(shape), options.label_smoothing, options.ignore_index)
+            })?;
+            let samples = lse.len();
+            let loss = cuda_reduced(cuda_tensor(loss, targets.shape()), options.reduction, counted)?;
+            Ok((loss, cuda_tensor(lse, &[samples])))
+        }
     }
 }
 
@@ -388,7 +468,16 @@ pub fn cross_entropy_backward(
                 Ok(Tensor::from_cpu_vec(g, logits.shape()))
             })
         }
-        Device::Cuda(_) => Err(unsupported(OP, logits)),
+        Device::Cuda(_) => {
+            let (t, counted) = checked_targets(OP, &targets.to_device(Device::Cpu)?, shape.classes, options.ignore_index)?;
+            let scale = uniform_grad(grad, options.reduction, counted)?;
+            with_cuda(OP, &[Some(logits), Some(log_sum_exp), scale.is_none().then_some(grad)], |o| {
+                let g = cuda_loss_grad(scale, o[2])?;
+                let (z, lse) = (o[0].expect("given"), o[1].expect("given"));
+                let dz = cuda::cross_entropy_backward(z, lse, &t, class_dims(shape), options.label_smoothing, options.ignore_index, g)?;
+                Ok(cuda_tensor(dz, logits.shape()))
+            })
+        }
     }
 }
 
@@ -428,7 +517,14 @@ pub fn cosine_similarity_backward(a: &Tensor, b: &Tensor, dim: usize, eps: f64, 
             let (da, db) = with_contiguous::<T, _>(grad, |g| cpu::loss::cosine_similarity_bwd(&av, &bv, len, eps, g))?;
             (Tensor::from_cpu_vec(da, &moved), Tensor::from_cpu_vec(db, &moved))
         }),
-        Device::Cuda(_) => return Err(unsupported(OP, a)),
+        Device::Cuda(_) => {
+            let (av, bv) = (rows_view(a, &shape, dim)?, rows_view(b, &shape, dim)?);
+            let rows = out_shape.iter().product();
+            let (da, db) = with_cuda(OP, &[Some(&av), Some(&bv), Some(grad)], |o| {
+                cuda::cosine_similarity_backward(o[0].expect("given"), o[1].expect("given"), o[2].expect("given"), rows, len, eps)
+            })?;
+            (cuda_tensor(da, &moved), cuda_tensor(db, &moved))
+        }
     };
     no_grad(|| {
         let da = da.permute(&back)?.contiguous()?.sum_to_shape(a.shape())?;

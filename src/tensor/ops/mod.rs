@@ -69,3 +69,29 @@ impl Tensor {
         Tensor::from_storage(Storage::Cpu(CpuStorage::from_vec(v)), shape)
     }
 }
+
+/// Run `f` with the CUDA views of `tensors` (`None` stays `None`); every
+/// given tensor must live on a GPU (the caller has checked they share one).
+pub(crate) fn with_cuda<R>(
+    op: &'static str,
+    tensors: &[Option<&Tensor>],
+    f: impl FnOnce(&[Option<crate::backend::cuda::Operand<'_>>]) -> Result<R>,
+) -> Result<R> {
+    let guards: Vec<_> = tensors.iter().map(|t| t.map(|t| (t.storage(), t))).collect();
+    let mut operands = Vec::with_capacity(guards.len());
+    for g in &guards {
+        operands.push(match g {
+            None => None,
+            Some((st, t)) => match &**st {
+                Storage::Cuda(s) => Some(crate::backend::cuda::Operand::new(s, t.layout())),
+                Storage::Cpu(_) => return Err(Error::msg(format!("{op}: expected every operand on the GPU, found one on the CPU"))),
+            },
+        });
+    }
+    f(&operands)
+}
+
+/// A contiguous tensor of `shape` over a CUDA buffer.
+pub(crate) fn cuda_tensor(s: crate::backend::cuda::CudaStorage, shape: &[usize]) -> Tensor {
+    Tensor::from_storage(Storage::Cuda(s), shape)
+}

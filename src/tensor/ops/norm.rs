@@ -4,10 +4,11 @@
 //! standard deviation for a dedicated backward kernel.
 
 use super::softmax::with_contiguous;
-use super::{same_device, same_dtype, unsupported};
+use super::{cuda_tensor, same_device, same_dtype, with_cuda};
 use crate::autograd::rules::norm::{BatchNormBackward, GroupNormBackward, LayerNormBackward};
 use crate::backend::cpu;
 use crate::backend::cpu::norm::NcsDims;
+use crate::backend::cuda;
 use crate::tensor::{Element, Float, Tensor};
 use crate::{dispatch_float, Device, Error, Result};
 use std::sync::Arc;
@@ -65,6 +66,15 @@ fn grads_to_tensors<T: Float>(g: cpu::norm::NormGrads<T>, x_shape: &[usize], par
     }
 }
 
+/// Gradients from a CUDA kernel, as tensors.
+fn cuda_grads(g: cuda::NormGrads, x_shape: &[usize], param_shape: &[usize]) -> NormGradients {
+    NormGradients {
+        input: cuda_tensor(g.dx, x_shape),
+        weight: cuda_tensor(g.dweight, param_shape),
+        bias: cuda_tensor(g.dbias, param_shape),
+    }
+}
+
 impl Tensor {
     // ----- group norm -----------------------------------------------------
 
@@ -103,7 +113,10 @@ impl Tensor {
                     Tensor::from_cpu_vec(f.rstd, &stats_shape),
                 )
             }),
-            Device::Cuda(_) => return Err(unsupported(op, self)),
+            Device::Cuda(_) => with_cuda(op, &[Some(self), weight, bias], |o| {
+                let f = cuda::group_norm(o[0].expect("given"), [dims.n, dims.c, dims.spatial], num_groups, o[1], o[2], eps, silu)?;
+                Ok((cuda_tensor(f.out, self.shape()), cuda_tensor(f.mean, &stats_shape), cuda_tensor(f.rstd, &stats_shape)))
+            })?,
         };
         let inputs: Vec<&Tensor> = [Some(self), weight, bias].into_iter().flatten().collect();
         Ok(out.recorded(&inputs, || {
@@ -148,7 +161,11 @@ impl Tensor {
                 })????;
                 Ok(grads_to_tensors(g, self.shape(), &[dims.c]))
             }),
-            Device::Cuda(_) => Err(unsupported(op, self)),
+            Device::Cuda(_) => with_cuda(op, &[Some(self), Some(grad), Some(mean), Some(rstd), weight, bias], |o| {
+                let (x, g, m, r) = (o[0].expect("given"), o[1].expect("given"), o[2].expect("given"), o[3].expect("given"));
+                let g = cuda::group_norm_backward(x, g, m, r, [dims.n, dims.c, dims.spatial], num_groups, o[4], o[5], silu)?;
+                Ok(cuda_grads(g, self.shape(), &[dims.c]))
+            }),
         }
     }
 
@@ -180,7 +197,10 @@ impl Tensor {
                 })???;
                 (Tensor::from_cpu_vec(f.out, self.shape()), Tensor::from_cpu_vec(f.mean, &[rows]), Tensor::from_cpu_vec(f.rstd, &[rows]))
             }),
-            Device::Cuda(_) => return Err(unsupported(op, self)),
+            Device::Cuda(_) => with_cuda(op, &[Some(self), weight, bias], |o| {
+                let f = cuda::layer_norm(o[0].expect("given"), len, o[1], o[2], eps)?;
+                Ok((cuda_tensor(f.out, self.shape()), cuda_tensor(f.mean, &[rows]), cuda_tensor(f.rstd, &[rows])))
+            })?,
         };
         let inputs: Vec<&Tensor> = [Some(self), weight, bias].into_iter().flatten().collect();
         Ok(out.recorded(&inputs, || {
@@ -221,7 +241,10 @@ impl Tensor {
                 })???;
                 Ok(grads_to_tensors(g, self.shape(), normalized_shape))
             }),
-            Device::Cuda(_) => Err(unsupported(op, self)),
+            Device::Cuda(_) => with_cuda(op, &[Some(self), Some(grad), Some(mean), Some(rstd), weight], |o| {
+                let (x, g, m, r) = (o[0].expect("given"), o[1].expect("given"), o[2].expect("given"), o[3].expect("given"));
+                Ok(cuda_grads(cuda::layer_norm_backward(x, g, m, r, len, o[4])?, self.shape(), normalized_shape))
+            }),
         }
     }
 
@@ -290,7 +313,33 @@ impl Tensor {
                 })???;
                 (Tensor::from_cpu_vec(y, self.shape()), Tensor::from_cpu_vec(mean, &[c]), Tensor::from_cpu_vec(rstd, &[c]))
             }),
-            Device::Cuda(_) => return Err(unsupported(op, self)),
+            Device::Cuda(_) => {
+                let dims3 = [dims.n, c, dims.spatial];
+                let stats = if training {
+                    with_cuda(op, &[Some(self), running_mean, running_var], |o| {
+                        cuda::batch_norm_train_stats(o[0].expect("given"), dims3, o[1], o[2], momentum, eps)
+                    })?
+                } else {
+                    let (Some(rm), Some(rv)) = (running_mean, running_var) else {
+                        return Err(Error::bad_shape(op, "evaluation mode needs running_mean and running_var (or use training = true)"));
+                    };
+                    with_cuda(op, &[Some(rm), Some(rv)], |o| cuda::batch_norm_eval_stats(o[0].expect("given"), o[1].expect("given"), eps))?
+                };
+                let cuda::BatchStats { mean, rstd, running_mean: new_mean, running_var: new_var } = stats;
+                {
+                    let _g = crate::autograd::no_grad_guard();
+                    if let (Some(rm), Some(new)) = (running_mean, new_mean) {
+                        rm.assign(&cuda_tensor(new, &[c]))?;
+                    }
+                    if let (Some(rv), Some(new)) = (running_var, new_var) {
+                        rv.assign(&cuda_tensor(new, &[c]))?;
+                    }
+                }
+                let y = with_cuda(op, &[Some(self), weight, bias], |o| {
+                    cuda::batch_norm_forward(o[0].expect("given"), dims3, &mean, &rstd, o[1], o[2])
+                })?;
+                (cuda_tensor(y, self.shape()), cuda_tensor(mean, &[c]), cuda_tensor(rstd, &[c]))
+            }
         };
         let inputs: Vec<&Tensor> = [Some(self), weight, bias].into_iter().flatten().collect();
         Ok(out.recorded(&inputs, || {
@@ -328,7 +377,11 @@ impl Tensor {
                 })???;
                 Ok(grads_to_tensors(g, self.shape(), &[dims.c]))
             }),
-            Device::Cuda(_) => Err(unsupported(op, self)),
+            Device::Cuda(_) => with_cuda(op, &[Some(self), Some(grad), Some(mean), Some(rstd), weight], |o| {
+                let (x, g, m, r) = (o[0].expect("given"), o[1].expect("given"), o[2].expect("given"), o[3].expect("given"));
+                let g = cuda::batch_norm_backward(x, g, [dims.n, dims.c, dims.spatial], m, r, o[4], training)?;
+                Ok(cuda_grads(g, self.shape(), &[dims.c]))
+            }),
         }
     }
 }

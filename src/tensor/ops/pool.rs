@@ -3,10 +3,11 @@
 //! backward kernels their rules call.
 
 use super::conv::with_contiguous;
-use super::unsupported;
+use super::{cuda_tensor, with_cuda};
 use crate::autograd::rules::pool::{AdaptiveAvgPool2dBackward, AvgPool2dBackward, MaxPool2dBackward};
 use crate::backend::cpu;
 use crate::backend::cpu::pool::Pool2dGeometry;
+use crate::backend::cuda;
 use crate::tensor::{DType, Tensor};
 use crate::{dispatch_float, Device, Error, Result};
 use std::sync::Arc;
@@ -41,6 +42,29 @@ fn check_grad_output(op: &'static str, grad_output: &Tensor, input_shape: &[usiz
     Ok(())
 }
 
+/// The CUDA kernels' copy of a pooling geometry.
+fn cuda_geometry(g: &Pool2dGeometry) -> cuda::PoolGeometry {
+    let u = |v: usize| v as u64;
+    cuda::PoolGeometry {
+        planes: u(g.planes),
+        h: u(g.in_size[0]),
+        w: u(g.in_size[1]),
+        oh: u(g.out_size[0]),
+        ow: u(g.out_size[1]),
+        kh: u(g.kernel[0]),
+        kw: u(g.kernel[1]),
+        sh: u(g.stride[0]),
+        sw: u(g.stride[1]),
+        ph: u(g.padding[0]),
+        pw: u(g.padding[1]),
+    }
+}
+
+/// A geometry of planes only (adaptive pooling and max-pool backward use no window).
+fn plane_geometry(planes: usize, in_size: [usize; 2], out_size: [usize; 2]) -> cuda::PoolGeometry {
+    cuda_geometry(&Pool2dGeometry { planes, in_size, out_size, kernel: [1, 1], stride: [1, 1], padding: [0, 0] })
+}
+
 impl Tensor {
     /// Max pooling of `[N, C, H, W]` over `kernel` windows moved by `stride`,
     /// with implicit `-inf` padding (`F.max_pool2d`; padding at most half the kernel).
@@ -60,7 +84,10 @@ impl Tensor {
                 let (values, indices) = with_contiguous::<T, _>(self, |x| cpu::pool::max_pool2d_fwd(x, &g))?;
                 (Tensor::from_cpu_vec(values, &out_shape), Tensor::from_cpu_vec(indices, &out_shape))
             }),
-            Device::Cuda(_) => return Err(unsupported("max_pool2d", self)),
+            Device::Cuda(_) => with_cuda("max_pool2d", &[Some(self)], |o| {
+                let (values, indices) = cuda::max_pool2d(o[0].expect("given"), &cuda_geometry(&g))?;
+                Ok((cuda_tensor(values, &out_shape), cuda_tensor(indices, &out_shape)))
+            })?,
         };
         let out = out.recorded(&[self], || Arc::new(MaxPool2dBackward { input: self.clone(), indices: indices.clone() }));
         Ok((out, indices))
@@ -76,7 +103,9 @@ impl Tensor {
             Device::Cpu => dispatch_float!(self.dtype(), "avg_pool2d", |T| {
                 Tensor::from_cpu_vec(with_contiguous::<T, _>(self, |x| cpu::pool::avg_pool2d_fwd(x, &g))?, &out_shape)
             }),
-            Device::Cuda(_) => return Err(unsupported("avg_pool2d", self)),
+            Device::Cuda(_) => with_cuda("avg_pool2d", &[Some(self)], |o| {
+                Ok(cuda_tensor(cuda::avg_pool2d(o[0].expect("given"), &cuda_geometry(&g))?, &out_shape))
+            })?,
         };
         Ok(out.recorded(&[self], || Arc::new(AvgPool2dBackward { input: self.clone(), kernel, stride, padding })))
     }
@@ -97,7 +126,10 @@ impl Tensor {
                 let y = with_contiguous::<T, _>(self, |x| cpu::pool::adaptive_avg_pool2d_fwd(x, [h, w], output_size))?;
                 Tensor::from_cpu_vec(y, &[n, c, output_size[0], output_size[1]])
             }),
-            Device::Cuda(_) => return Err(unsupported("adaptive_avg_pool2d", self)),
+            Device::Cuda(_) => with_cuda("adaptive_avg_pool2d", &[Some(self)], |o| {
+                let g = plane_geometry(n * c, [h, w], output_size);
+                Ok(cuda_tensor(cuda::adaptive_avg_pool2d(o[0].expect("given"), &g)?, &[n, c, output_size[0], output_size[1]]))
+            })?,
         };
         Ok(out.recorded(&[self], || Arc::new(AdaptiveAvgPool2dBackward { input: self.clone() })))
     }
@@ -126,7 +158,16 @@ pub fn max_pool2d_backward(grad_output: &Tensor, indices: &Tensor, input_shape: 
             let dx = with_contiguous::<T, _>(grad_output, |dy| cpu::pool::max_pool2d_bwd(dy, &idx, n * c, h * w))?;
             Ok(Tensor::from_cpu_vec(dx, input_shape))
         }),
-        Device::Cuda(_) => Err(unsupported(op, grad_output)),
+        Device::Cuda(_) => {
+            let idx = indices.to_device(Device::Cpu)?.cpu_vec::<i64>()?;
+            if let Some(bad) = idx.iter().find(|&&i| i < 0 || i as usize >= h * w) {
+                return Err(Error::bad_shape(op, format!("index {bad} is outside the {h}×{w} input plane")));
+            }
+            let g = plane_geometry(n * c, [h, w], [out[2], out[3]]);
+            with_cuda(op, &[Some(grad_output), Some(indices)], |o| {
+                Ok(cuda_tensor(cuda::max_pool2d_backward(o[0].expect("given"), o[1].expect("given"), &g)?, input_shape))
+            })
+        }
     }
 }
 
@@ -147,7 +188,9 @@ pub fn avg_pool2d_backward(
             let dx = with_contiguous::<T, _>(grad_output, |dy| cpu::pool::avg_pool2d_bwd(dy, &g))?;
             Ok(Tensor::from_cpu_vec(dx, input_shape))
         }),
-        Device::Cuda(_) => Err(unsupported(op, grad_output)),
+        Device::Cuda(_) => with_cuda(op, &[Some(grad_output)], |o| {
+            Ok(cuda_tensor(cuda::avg_pool2d_backward(o[0].expect("given"), &cuda_geometry(&g))?, input_shape))
+        }),
     }
 }
 
@@ -163,6 +206,9 @@ pub fn adaptive_avg_pool2d_backward(grad_output: &Tensor, input_shape: &[usize])
             let dx = with_contiguous::<T, _>(grad_output, |dy| cpu::pool::adaptive_avg_pool2d_bwd(dy, [h, w], [out[2], out[3]]))?;
             Ok(Tensor::from_cpu_vec(dx, input_shape))
         }),
-        Device::Cuda(_) => Err(unsupported(op, grad_output)),
+        Device::Cuda(_) => with_cuda(op, &[Some(grad_output)], |o| {
+            let g = plane_geometry(input_shape[0] * input_shape[1], [h, w], [out[2], out[3]]);
+            Ok(cuda_tensor(cuda::adaptive_avg_pool2d_backward(o[0].expect("given"), &g)?, input_shape))
+        }),
     }
 }

@@ -1,6 +1,5 @@
 //! Softmax and log-softmax along any dimension.
 
-use super::unsupported;
 use crate::autograd::rules::softmax::SoftmaxBackward;
 use crate::backend::cpu;
 use crate::tensor::{resolve_dim, Element, Tensor};
@@ -54,7 +53,9 @@ impl Tensor {
                 let y = with_contiguous::<T, _>(self, |x| cpu::softmax::softmax_fwd(x, len, inner, log))?;
                 Tensor::from_cpu_vec(y, self.shape())
             }),
-            Device::Cuda(_) => return Err(unsupported(name, self)),
+            Device::Cuda(_) => super::with_cuda(name, &[Some(self)], |o| {
+                Ok(super::cuda_tensor(crate::backend::cuda::softmax(o[0].expect("given"), len, inner, log)?, self.shape()))
+            })?,
         };
         Ok(out.recorded(&[self], || Arc::new(SoftmaxBackward { input: self.clone(), dim: d, log })))
     }
@@ -75,7 +76,10 @@ impl Tensor {
                 })??;
                 Ok(Tensor::from_cpu_vec(dx, self.shape()))
             }),
-            Device::Cuda(_) => Err(unsupported(name, self)),
+            Device::Cuda(_) => super::with_cuda(name, &[Some(self), Some(grad)], |o| {
+                let dx = crate::backend::cuda::softmax_backward(o[0].expect("given"), o[1].expect("given"), len, inner, log)?;
+                Ok(super::cuda_tensor(dx, self.shape()))
+            }),
         }
     }
 }

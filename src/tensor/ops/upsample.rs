@@ -2,10 +2,11 @@
 //! `F.interpolate(mode="nearest")` semantics, and its backward kernel.
 
 use super::conv::with_contiguous;
-use super::unsupported;
+use super::{cuda_tensor, with_cuda};
 use crate::autograd::rules::upsample::UpsampleNearest2dBackward;
 use crate::backend::cpu;
 use crate::backend::cpu::upsample::nearest_source_indices;
+use crate::backend::cuda;
 use crate::tensor::Tensor;
 use crate::{dispatch_float, Device, Error, Result};
 use std::sync::Arc;
@@ -52,7 +53,10 @@ impl Tensor {
                 let y = with_contiguous::<T, _>(self, |x| cpu::upsample::upsample_nearest2d_fwd(x, [h, w], &rows, &cols))?;
                 Tensor::from_cpu_vec(y, &[n, c, size[0], size[1]])
             }),
-            Device::Cuda(_) => return Err(unsupported(op, self)),
+            Device::Cuda(_) => with_cuda(op, &[Some(self)], |o| {
+                let y = cuda::upsample_nearest2d(o[0].expect("given"), n * c, [h, w], &rows, &cols)?;
+                Ok(cuda_tensor(y, &[n, c, size[0], size[1]]))
+            })?,
         };
         Ok(out.recorded(&[self], || Arc::new(UpsampleNearest2dBackward { input: self.clone(), scales })))
     }
@@ -75,6 +79,8 @@ pub fn upsample_nearest2d_backward(grad_output: &Tensor, input_shape: &[usize], 
             let dx = with_contiguous::<T, _>(grad_output, |dy| cpu::upsample::upsample_nearest2d_bwd(dy, [h, w], &rows, &cols))?;
             Ok(Tensor::from_cpu_vec(dx, input_shape))
         }),
-        Device::Cuda(_) => Err(unsupported(op, grad_output)),
+        Device::Cuda(_) => with_cuda(op, &[Some(grad_output)], |o| {
+            Ok(cuda_tensor(cuda::upsample_nearest2d_backward(o[0].expect("given"), n * c, [h, w], &rows, &cols)?, input_shape))
+        }),
     }
 }
