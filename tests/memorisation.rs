@@ -1,10 +1,11 @@
 //! Issue 7's memorisation check at test size. A tiny latent diffusion model is
 //! over-trained on the four validation patients of a phantom dataset until it
 //! reproduces their images; its samples are scored (against the prompt's image
-//! and the nearest real images) and filtered like any synthetic set. Which samples really are copies is decided without the
-//! re-identification network, by pixel correlation with the real images. The
-//! filter must remove at least 99 % of those near-copies, nothing it keeps may
-//! be one, and `audit` must report the same figures.
+//! and the nearest real images) and filtered like any synthetic set. Which
+//! samples really are copies is decided without the re-identification network,
+//! by pixel correlation with the real images. The audit must report exactly what
+//! the filter did to the copies and to the other samples; the ≥ 99 % bar is a
+//! separate, ignored test (see there).
 //! (`scripts/memorisation.sh` runs the same experiment at a larger size.)
 
 use privdistill::data::phantom::{write_phantom, PhantomConfig};
@@ -266,10 +267,15 @@ fn an_over_trained_model_copies_its_training_images_and_the_audit_reports_what_t
     assert!(e.audit_md.contains(&format!("| 32 | {} |", copies.near_copies)), "{}", e.audit_md);
 }
 
-/// Issue 7's acceptance bar. It fails today: the re-identification net the test
-/// can afford (a tiny ResNet, 32 px, six epochs) scores copies and non-copies
-/// alike (mean s_reid ≈ 0.5), so the filter removes about 85 % of the near-copies.
+/// Issue 7's acceptance bar. At this size it holds (26 of 26 near-copies removed with the
+/// copy-aware re-identification recipe and ten retrieved neighbours), but the same filter also
+/// drops 5 of the 6 samples that are not copies, and at demo size on a fresh phantom seed it
+/// removes 95 % of the copies and 95 % of the rest (`scripts/memorisation.sh`, README): the
+/// small re-identification nets do not yet separate copies from other samples. The check
+/// stays out of the default run until they do, rather than guard a result bought by
+/// removing nearly everything.
 #[test]
+#[ignore = "issue 7 open: the bar holds at test size only by removing nearly every sample (README, 'Does the filter catch memorised copies?')"]
 fn the_filter_removes_at_least_99_percent_of_the_near_copies() {
     let e = experiment();
     let removed = e.copies.removed.expect("near-copies exist");
