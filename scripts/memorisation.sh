@@ -43,7 +43,8 @@ stamp "sampled"
   "$B" data split "$W/scorer-data" --val 0.1 --test 0.1 --seed 0
 }
 [ -f "$W/reid/model.safetensors" ] || "$B" train-reid --demo --data "$W/scorer-data" --out "$W/reid" \
-  --set negatives_per_epoch=2048 --set max_epochs=16 --set patience=4
+  --set negatives_per_epoch=2048 --set max_epochs=16 --set patience=4 \
+  --set copy_positives=0.5 --set max_blur_sigma=1.5 --set max_brightness=0.15 --set max_contrast=0.3
 [ -f "$W/retrieval/model.safetensors" ] || "$B" train-retrieval --demo --data "$W/scorer-data" --out "$W/retrieval"
 [ -f "$W/align/model.safetensors" ] || "$B" train-align --demo --data "$W/real" --out "$W/align"
 stamp "reid, retrieval, align"

@@ -76,10 +76,11 @@ pub fn check_gradients(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Result<Tensor
     Ok(worst)
 }
 
-/// Writes `data/manifest.jsonl` with the first `n` shipped records that have
-/// distinct, non-empty reports, their image paths made absolute: the tiny
-/// training sets of the pipeline tests, where each prompt must name one image.
-pub fn write_shipped_records_with_distinct_reports(data: &std::path::Path, n: usize) -> Result<()> {
+/// Writes `data/manifest.jsonl` with the first `n` shipped records, their image
+/// paths made absolute: the tiny training sets of the pipeline tests. With
+/// `distinct_reports`, only records with a non-empty report not seen before
+/// count, so each prompt names one image.
+pub fn write_shipped_records(data: &std::path::Path, n: usize, distinct_reports: bool) -> Result<()> {
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/cxr-real-a");
     let manifest = shipped.join("manifest.jsonl");
     let text = std::fs::read_to_string(&manifest).map_err(|e| Error::io(&manifest, e))?;
@@ -88,7 +89,7 @@ pub fn write_shipped_records_with_distinct_reports(data: &std::path::Path, n: us
     for line in text.lines() {
         let mut r: serde_json::Value = serde_json::from_str(line).map_err(|e| Error::file(&manifest, e.to_string()))?;
         let report = r["text"].as_str().unwrap_or("").to_string();
-        if report.is_empty() || !seen.insert(report) {
+        if distinct_reports && (report.is_empty() || !seen.insert(report)) {
             continue;
         }
         let image = shipped.join(r["image"].as_str().unwrap_or_default());

@@ -381,7 +381,7 @@ mod stage {
             let dir = tmp.path().to_path_buf();
             std::mem::forget(tmp);
             let data = dir.join("real");
-            privdistill::testing::write_shipped_records_with_distinct_reports(&data, 8).unwrap();
+            privdistill::testing::write_shipped_records(&data, 8, true).unwrap();
 
             let (vae_cfg, unet_cfg, text_cfg): (VaeConfig, UNetConfig, ClipTextConfig) =
                 (serde_json::from_str(VAE).unwrap(), UNetConfig::from_json(UNET).unwrap(), serde_json::from_str(TEXT).unwrap());

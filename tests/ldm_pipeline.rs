@@ -45,7 +45,7 @@ fn fixture() -> &'static Fixture {
         quiet();
         let dir = scratch();
         let data = dir.join("real");
-        privdistill::testing::write_shipped_records_with_distinct_reports(&data, 6).unwrap();
+        privdistill::testing::write_shipped_records(&data, 6, true).unwrap();
         for (name, body) in [("vae.json", VAE), ("unet.json", UNET), ("text.json", TEXT)] {
             std::fs::write(dir.join(name), body).unwrap();
         }

@@ -16,20 +16,8 @@ const TEXT: &str = r#"{"architectures": ["CLIPTextModel"], "model_type": "clip_t
 
 /// The first `n` shipped records, image paths made absolute.
 fn sensitive_subset(dir: &Path, n: usize) -> PathBuf {
-    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/cxr-real-a");
-    let text = std::fs::read_to_string(shipped.join("manifest.jsonl")).unwrap();
-    let lines: Vec<String> = text
-        .lines()
-        .take(n)
-        .map(|line| {
-            let mut r: serde_json::Value = serde_json::from_str(line).unwrap();
-            r["image"] = serde_json::json!(shipped.join(r["image"].as_str().unwrap()).to_string_lossy());
-            r.to_string()
-        })
-        .collect();
     let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("manifest.jsonl"), lines.join("\n") + "\n").unwrap();
+    privdistill::testing::write_shipped_records(&data, n, false).unwrap();
     data
 }
 

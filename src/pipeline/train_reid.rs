@@ -103,9 +103,10 @@ impl Default for TrainReidConfig {
 
 impl TrainReidConfig {
     /// The demo preset: a ResNet with one block per stage and 16 base planes at 64 px,
-    /// sized to train in about 45 s on 2 cores, with the copy-aware recipe (augmented
-    /// self-pairs, blur, wider exposure jitter) that lets the filter catch a memorising
-    /// model's copies (`tests/memorisation.rs`, `scripts/memorisation.sh`).
+    /// sized to train in about 45 s on 2 cores. The copy-aware knobs (`copy_positives`,
+    /// `max_blur_sigma`, wider exposure jitter) stay at the paper's values here: on the
+    /// shipped data, with its few same-patient pairs, they raised R_reid from 11 % to 54 %
+    /// without a better test AUC; the memorisation experiment sets them.
     pub fn demo(data: &Path, out: &Path) -> Self {
         TrainReidConfig {
             data: data.to_path_buf(),
@@ -118,10 +119,6 @@ impl TrainReidConfig {
             max_epochs: 8,
             patience: 3,
             bootstrap_resamples: 500,
-            max_brightness: 0.15,
-            max_contrast: 0.3,
-            max_blur_sigma: 1.5,
-            copy_positives: 0.5,
             ..Default::default()
         }
     }
