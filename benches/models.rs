@@ -90,6 +90,12 @@ fn demo_unet() -> (ParamStore, UNet2DConditionModel) {
     (store, unet)
 }
 
+/// Whether `workload` runs: all do unless PRIVDISTILL_BENCH_ONLY names a
+/// comma-separated subset (for profiling one workload at a time).
+fn selected(workload: &str) -> bool {
+    std::env::var("PRIVDISTILL_BENCH_ONLY").map_or(true, |only| only.split(',').any(|w| w.trim() == workload))
+}
+
 fn bench_models(c: &mut Criterion) {
     let mut g = c.benchmark_group("models");
     g.sample_size(10).warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(2));
@@ -99,30 +105,38 @@ fn bench_models(c: &mut Criterion) {
     let s = unet.config().sample_size;
     let (x, ctx) = (randn(&[8, 4, s, s], 1), randn(&[8, 77, unet.config().cross_attention_dim], 2));
     let ts: Vec<f64> = (0..8).map(|i| (i * 123 % 1000) as f64).collect();
-    g.bench_function("demo_unet_fwd_b8", |b| b.iter(|| no_grad(|| unet.forward(&x, &ts, &ctx).unwrap())));
-    report("demo_unet_fwd", median_secs(3, || drop(no_grad(|| unet.forward(&x, &ts, &ctx).unwrap()))), 3);
-    let mut opt = AdamW::new(store.trainable_parameters(), AdamWConfig { lr: 1e-4, ..Default::default() }).unwrap();
-    let mut train_step = || {
-        let loss = unet.forward(&x, &ts, &ctx).unwrap().sub(&x).unwrap().square().unwrap().mean_all().unwrap();
-        let grads = loss.backward().unwrap();
-        opt.step(&grads).unwrap();
-    };
-    g.bench_function("demo_unet_train_step_b8", |b| b.iter(&mut train_step));
-    report("demo_unet_train", median_secs(3, &mut train_step), 3);
+    if selected("demo_unet_fwd") {
+        g.bench_function("demo_unet_fwd_b8", |b| b.iter(|| no_grad(|| unet.forward(&x, &ts, &ctx).unwrap())));
+        report("demo_unet_fwd", median_secs(3, || drop(no_grad(|| unet.forward(&x, &ts, &ctx).unwrap()))), 3);
+    }
+    if selected("demo_unet_train") {
+        let mut opt = AdamW::new(store.trainable_parameters(), AdamWConfig { lr: 1e-4, ..Default::default() }).unwrap();
+        let mut train_step = || {
+            let loss = unet.forward(&x, &ts, &ctx).unwrap().sub(&x).unwrap().square().unwrap().mean_all().unwrap();
+            let grads = loss.backward().unwrap();
+            opt.step(&grads).unwrap();
+        };
+        g.bench_function("demo_unet_train_step_b8", |b| b.iter(&mut train_step));
+        report("demo_unet_train", median_secs(3, &mut train_step), 3);
+    }
 
     // ResNet-50 and DenseNet-121, batch 8, 224².
     let img = randn(&[8, 3, 224, 224], 3);
-    let store = ParamStore::new(DType::F32, Device::Cpu, 0);
-    let resnet = ResNet::new(&store.root(), &ResNetConfig::resnet50(1000)).unwrap();
-    g.bench_function("resnet50_fwd_b8", |b| b.iter(|| no_grad(|| resnet.forward(&img, false).unwrap().logits)));
-    report("resnet50", median_secs(3, || drop(no_grad(|| resnet.forward(&img, false).unwrap()))), 3);
-    let store = ParamStore::new(DType::F32, Device::Cpu, 0);
-    let densenet = DenseNet::new(&store.root(), &DenseNetConfig::densenet121(1000, 3)).unwrap();
-    g.bench_function("densenet121_fwd_b8", |b| b.iter(|| no_grad(|| densenet.forward(&img, false).unwrap().logits)));
-    report("densenet121", median_secs(3, || drop(no_grad(|| densenet.forward(&img, false).unwrap()))), 3);
+    if selected("resnet50") {
+        let store = ParamStore::new(DType::F32, Device::Cpu, 0);
+        let resnet = ResNet::new(&store.root(), &ResNetConfig::resnet50(1000)).unwrap();
+        g.bench_function("resnet50_fwd_b8", |b| b.iter(|| no_grad(|| resnet.forward(&img, false).unwrap().logits)));
+        report("resnet50", median_secs(3, || drop(no_grad(|| resnet.forward(&img, false).unwrap()))), 3);
+    }
+    if selected("densenet121") {
+        let store = ParamStore::new(DType::F32, Device::Cpu, 0);
+        let densenet = DenseNet::new(&store.root(), &DenseNetConfig::densenet121(1000, 3)).unwrap();
+        g.bench_function("densenet121_fwd_b8", |b| b.iter(|| no_grad(|| densenet.forward(&img, false).unwrap().logits)));
+        report("densenet121", median_secs(3, || drop(no_grad(|| densenet.forward(&img, false).unwrap()))), 3);
+    }
 
     // SD-1.5 UNet, batch 1, 64×64 latent.
-    if std::env::var("PRIVDISTILL_BENCH_SKIP_SD").is_err() {
+    if std::env::var("PRIVDISTILL_BENCH_SKIP_SD").is_err() && selected("sd15_unet") {
         let store = ParamStore::new(DType::F32, Device::Cpu, 0);
         let sd = UNet2DConditionModel::new(&store.root(), &UNetConfig::sd15()).unwrap();
         let (x, ctx) = (randn(&[1, 4, 64, 64], 4), randn(&[1, 77, 768], 5));

@@ -89,7 +89,11 @@ pub(super) fn pack_b<T: Float>(dst: &mut [T], b: MatRef<T>, row0: usize, col0: u
         if cols < nr {
             panel.fill(T::zero());
         }
-        if b.cs == 1 {
+        if b.cs == 1 && cols == nr && nr == 16 {
+            copy_steps::<T, 16>(panel, b, row0, first_col);
+        } else if b.cs == 1 && cols == nr && nr == 8 {
+            copy_steps::<T, 8>(panel, b, row0, first_col);
+        } else if b.cs == 1 {
             for (p, step) in panel.chunks_exact_mut(nr).enumerate() {
                 let start = (row0 + p) * b.rs + first_col;
                 step[..cols].copy_from_slice(&b.data[start..start + cols]);
@@ -115,5 +119,19 @@ pub(super) fn pack_b<T: Float>(dst: &mut [T], b: MatRef<T>, row0: usize, col0: u
         dst.par_chunks_mut(kc * nr).enumerate().for_each(pack_panel);
     } else {
         dst.chunks_mut(kc * nr).enumerate().for_each(pack_panel);
+    }
+}
+
+/// One full-width B panel from a row-major B: each step is `N` consecutive
+/// elements of a row. A fixed-size copy compiles to a few vector moves, where
+/// a slice copy of runtime length is a `memcpy` call per step (7.5 % of a
+/// ResNet-50 forward in profiles).
+#[inline(always)]
+fn copy_steps<T: Float, const N: usize>(panel: &mut [T], b: MatRef<T>, row0: usize, first_col: usize) {
+    for (p, step) in panel.chunks_exact_mut(N).enumerate() {
+        let start = (row0 + p) * b.rs + first_col;
+        let src: &[T; N] = b.data[start..start + N].try_into().expect("B row segment of N elements");
+        let dst: &mut [T; N] = step.try_into().expect("panel step of N elements");
+        *dst = *src;
     }
 }
