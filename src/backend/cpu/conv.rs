@@ -196,6 +196,40 @@ fn im2col<T: Float>(x_group: &[T], g: &Conv2dGeometry, rows: Range<usize>, col: 
     }
 }
 
+/// Scratch buffers shared by the tasks of one parallel call. rayon's
+/// `for_each_init` runs its init once per split job, not once per thread, so
+/// fresh buffers there were zero-filled again and again (2–3 % of a forward
+/// pass in profiles, as memset); a [`Scratch`] hands its buffers back here
+/// when its job ends, and the next job takes them as they are.
+struct ScratchPool<T>(std::sync::Mutex<Vec<Vec<T>>>);
+
+impl<T> ScratchPool<T> {
+    fn new() -> Self {
+        ScratchPool(std::sync::Mutex::new(Vec::new()))
+    }
+
+    /// `count` buffers (reused ones when there are).
+    fn take(&self, count: usize) -> Scratch<'_, T> {
+        let mut free = self.0.lock().expect("scratch pool lock poisoned");
+        let buffers = (0..count).map(|_| free.pop().unwrap_or_default()).collect();
+        Scratch { buffers, pool: self }
+    }
+}
+
+/// Buffers on loan from a [`ScratchPool`], returned when dropped.
+struct Scratch<'a, T> {
+    buffers: Vec<Vec<T>>,
+    pool: &'a ScratchPool<T>,
+}
+
+impl<T> Drop for Scratch<'_, T> {
+    fn drop(&mut self) {
+        if let Ok(mut free) = self.pool.0.lock() {
+            free.append(&mut self.buffers);
+        }
+    }
+}
+
 /// A raw pointer into an output buffer that tasks on several threads write
 /// disjoint parts of.
 #[derive(Clone, Copy)]
@@ -320,7 +354,14 @@ pub fn conv2d_fwd<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv2dGeom
         }
     };
     if tasks >= threads && threads > 1 && g.macs() >= PARALLEL_MIN_MACS {
-        (0..tasks).into_par_iter().for_each_init(|| (Vec::new(), Vec::new()), |(col, block_out), t| run(t, col, block_out, false));
+        let pool = ScratchPool::new();
+        (0..tasks).into_par_iter().for_each_init(
+            || pool.take(2),
+            |scratch, t| {
+                let [col, block_out] = &mut scratch.buffers[..] else { unreachable!("two buffers taken") };
+                run(t, col, block_out, false)
+            },
+        );
     } else {
         let (mut col, mut block_out) = (Vec::new(), Vec::new());
         let parallel = g.macs() >= PARALLEL_MIN_MACS;
@@ -376,7 +417,8 @@ pub fn conv2d_bwd_data<T: Float>(dy: &[T], w: &[T], g: &Conv2dGeometry) -> Vec<T
     let threads = rayon::current_num_threads();
     let items = g.batch * g.groups;
     if items >= threads && threads > 1 && g.macs() >= PARALLEL_MIN_MACS {
-        dx.par_chunks_mut(item_len).enumerate().for_each_init(Vec::new, |dcol, (i, dx_item)| per_item(i, dx_item, dcol, false));
+        let pool = ScratchPool::new();
+        dx.par_chunks_mut(item_len).enumerate().for_each_init(|| pool.take(1), |scratch, (i, dx_item)| per_item(i, dx_item, &mut scratch.buffers[0], false));
     } else {
         let mut dcol = Vec::new();
         let parallel = g.macs() >= PARALLEL_MIN_MACS;
