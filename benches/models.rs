@@ -8,13 +8,22 @@
 //! The peer needs a Python with torch, diffusers and torchvision: set
 //! PRIVDISTILL_PEER_PYTHON, or have `.venv/bin/python`; without one the
 //! ratio is skipped with the reason printed. PRIVDISTILL_BENCH_SKIP_SD=1
-//! skips the (slow, 3.4 GB) SD-1.5 workload.
+//! skips the (slow, 3.4 GB) SD-1.5 workload; PRIVDISTILL_BENCH_ONLY=a,b runs
+//! only the named workloads (demo_unet_fwd, demo_unet_train, resnet50,
+//! densenet121, sd15_unet), e.g. under a profiler.
+//!
+//! The SD-1.5 weights are written once to
+//! target/bench-data/sd15-unet-random.safetensors and then loaded zero-copy
+//! (every parameter stays a view of the memory map; checked), and the peak
+//! resident memory of the run is printed beside the weights' size.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use privdistill::models::densenet::{DenseNet, DenseNetConfig};
 use privdistill::models::resnet::{ResNet, ResNetConfig};
 use privdistill::models::unet::{UNet2DConditionModel, UNetConfig};
 use privdistill::nn::{AdamW, AdamWConfig, Optimizer, ParamStore};
+use privdistill::io::safetensors::{save_safetensors, SafeTensorsFile};
+use privdistill::tensor::CpuStorage;
 use privdistill::{no_grad, DType, Device, Rng, Tensor};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -72,15 +81,50 @@ fn report(workload: &str, ours: f64, iters: usize) {
     }
 }
 
-fn peak_rss_mb() -> f64 {
+/// A memory figure of /proc/self/status (`VmRSS:`, `VmHWM:`) in MB.
+fn rss_mb(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|k| k.parse::<f64>().ok())
-        .unwrap_or(0.0)
+    status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()).unwrap_or(0.0)
         / 1024.0
+}
+
+/// The SD-1.5 UNet with random weights loaded zero-copy from a safetensors
+/// file in target/ (written once, by a child process so that its 3.4 GB of
+/// generated weights never count in this process's peak memory). Panics if
+/// any parameter's storage is not the memory map. Returns the model, the
+/// weights' size in bytes and the store.
+fn sd15_mapped() -> (UNet2DConditionModel, u64, ParamStore) {
+    let path = root().join("target/bench-data/sd15-unet-random.safetensors");
+    if !path.exists() {
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .env("PRIVDISTILL_BENCH_WRITE_SD15", &path)
+            .status()
+            .expect("running the weight writer");
+        assert!(status.success(), "writing {}", path.display());
+    }
+    let file = std::sync::Arc::new(SafeTensorsFile::open(&path).unwrap());
+    let source = file.clone();
+    let store = ParamStore::with_source(DType::F32, Device::Cpu, 0, move |name, _| {
+        if source.contains(name) {
+            source.get(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    });
+    let sd = UNet2DConditionModel::new(&store.root().frozen(), &UNetConfig::sd15()).unwrap();
+    for (name, t) in store.named_parameters() {
+        let storage = t.storage();
+        assert!(matches!(storage.cpu(), Some(CpuStorage::Mapped(_))), "`{name}` was copied on load, not mapped");
+    }
+    (sd, std::fs::metadata(&path).unwrap().len(), store)
+}
+
+/// In the child process of [`sd15_mapped`]: write random SD-1.5 weights to `path`.
+fn write_sd15_weights(path: &std::path::Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let store = ParamStore::new(DType::F32, Device::Cpu, 0);
+    UNet2DConditionModel::new(&store.root(), &UNetConfig::sd15()).unwrap();
+    save_safetensors(path, store.state_dict(), None).unwrap();
 }
 
 fn demo_unet() -> (ParamStore, UNet2DConditionModel) {
@@ -88,6 +132,12 @@ fn demo_unet() -> (ParamStore, UNet2DConditionModel) {
     let store = ParamStore::new(DType::F32, Device::Cpu, 0);
     let unet = UNet2DConditionModel::new(&store.root(), &cfg).unwrap();
     (store, unet)
+}
+
+/// Whether `workload` runs: all do unless PRIVDISTILL_BENCH_ONLY names a
+/// comma-separated subset (for profiling one workload at a time).
+fn selected(workload: &str) -> bool {
+    std::env::var("PRIVDISTILL_BENCH_ONLY").map_or(true, |only| only.split(',').any(|w| w.trim() == workload))
 }
 
 fn bench_models(c: &mut Criterion) {
@@ -99,36 +149,50 @@ fn bench_models(c: &mut Criterion) {
     let s = unet.config().sample_size;
     let (x, ctx) = (randn(&[8, 4, s, s], 1), randn(&[8, 77, unet.config().cross_attention_dim], 2));
     let ts: Vec<f64> = (0..8).map(|i| (i * 123 % 1000) as f64).collect();
-    g.bench_function("demo_unet_fwd_b8", |b| b.iter(|| no_grad(|| unet.forward(&x, &ts, &ctx).unwrap())));
-    report("demo_unet_fwd", median_secs(3, || drop(no_grad(|| unet.forward(&x, &ts, &ctx).unwrap()))), 3);
-    let mut opt = AdamW::new(store.trainable_parameters(), AdamWConfig { lr: 1e-4, ..Default::default() }).unwrap();
-    let mut train_step = || {
-        let loss = unet.forward(&x, &ts, &ctx).unwrap().sub(&x).unwrap().square().unwrap().mean_all().unwrap();
-        let grads = loss.backward().unwrap();
-        opt.step(&grads).unwrap();
-    };
-    g.bench_function("demo_unet_train_step_b8", |b| b.iter(&mut train_step));
-    report("demo_unet_train", median_secs(3, &mut train_step), 3);
+    if selected("demo_unet_fwd") {
+        g.bench_function("demo_unet_fwd_b8", |b| b.iter(|| no_grad(|| unet.forward(&x, &ts, &ctx).unwrap())));
+        report("demo_unet_fwd", median_secs(3, || drop(no_grad(|| unet.forward(&x, &ts, &ctx).unwrap()))), 3);
+    }
+    if selected("demo_unet_train") {
+        let mut opt = AdamW::new(store.trainable_parameters(), AdamWConfig { lr: 1e-4, ..Default::default() }).unwrap();
+        let mut train_step = || {
+            let loss = unet.forward(&x, &ts, &ctx).unwrap().sub(&x).unwrap().square().unwrap().mean_all().unwrap();
+            let grads = loss.backward().unwrap();
+            opt.step(&grads).unwrap();
+        };
+        g.bench_function("demo_unet_train_step_b8", |b| b.iter(&mut train_step));
+        report("demo_unet_train", median_secs(3, &mut train_step), 3);
+    }
 
     // ResNet-50 and DenseNet-121, batch 8, 224².
     let img = randn(&[8, 3, 224, 224], 3);
-    let store = ParamStore::new(DType::F32, Device::Cpu, 0);
-    let resnet = ResNet::new(&store.root(), &ResNetConfig::resnet50(1000)).unwrap();
-    g.bench_function("resnet50_fwd_b8", |b| b.iter(|| no_grad(|| resnet.forward(&img, false).unwrap().logits)));
-    report("resnet50", median_secs(3, || drop(no_grad(|| resnet.forward(&img, false).unwrap()))), 3);
-    let store = ParamStore::new(DType::F32, Device::Cpu, 0);
-    let densenet = DenseNet::new(&store.root(), &DenseNetConfig::densenet121(1000, 3)).unwrap();
-    g.bench_function("densenet121_fwd_b8", |b| b.iter(|| no_grad(|| densenet.forward(&img, false).unwrap().logits)));
-    report("densenet121", median_secs(3, || drop(no_grad(|| densenet.forward(&img, false).unwrap()))), 3);
-
-    // SD-1.5 UNet, batch 1, 64×64 latent.
-    if std::env::var("PRIVDISTILL_BENCH_SKIP_SD").is_err() {
+    if selected("resnet50") {
         let store = ParamStore::new(DType::F32, Device::Cpu, 0);
-        let sd = UNet2DConditionModel::new(&store.root(), &UNetConfig::sd15()).unwrap();
+        let resnet = ResNet::new(&store.root(), &ResNetConfig::resnet50(1000)).unwrap();
+        g.bench_function("resnet50_fwd_b8", |b| b.iter(|| no_grad(|| resnet.forward(&img, false).unwrap().logits)));
+        report("resnet50", median_secs(3, || drop(no_grad(|| resnet.forward(&img, false).unwrap()))), 3);
+    }
+    if selected("densenet121") {
+        let store = ParamStore::new(DType::F32, Device::Cpu, 0);
+        let densenet = DenseNet::new(&store.root(), &DenseNetConfig::densenet121(1000, 3)).unwrap();
+        g.bench_function("densenet121_fwd_b8", |b| b.iter(|| no_grad(|| densenet.forward(&img, false).unwrap().logits)));
+        report("densenet121", median_secs(3, || drop(no_grad(|| densenet.forward(&img, false).unwrap()))), 3);
+    }
+
+    // SD-1.5 UNet, batch 1, 64×64 latent, its weights memory-mapped.
+    if std::env::var("PRIVDISTILL_BENCH_SKIP_SD").is_err() && selected("sd15_unet") {
+        let (sd, weights_bytes, store) = sd15_mapped();
+        let rss_after_load = rss_mb("VmRSS:");
         let (x, ctx) = (randn(&[1, 4, 64, 64], 4), randn(&[1, 77, 768], 5));
         let ours = median_secs(1, || drop(no_grad(|| sd.forward(&x, &[500.0], &ctx).unwrap())));
+        println!(
+            "sd15_unet: {} parameters, weights {:.0} MB memory-mapped; resident after load {rss_after_load:.0} MB, \
+             peak resident memory {:.0} MB (mapped weight pages included)",
+            store.num_parameters(),
+            weights_bytes as f64 / (1 << 20) as f64,
+            rss_mb("VmHWM:")
+        );
         report("sd15_unet", ours, 1);
-        println!("sd15_unet: {} parameters, peak resident memory {:.0} MB", store.num_parameters(), peak_rss_mb());
         g.sample_size(10).measurement_time(Duration::from_secs(1));
         g.bench_function("sd15_unet_fwd_b1_64x64", |b| b.iter(|| no_grad(|| sd.forward(&x, &[500.0], &ctx).unwrap())));
     }
@@ -136,4 +200,12 @@ fn bench_models(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench_models);
-criterion_main!(benches);
+
+fn main() {
+    if let Some(path) = std::env::var_os("PRIVDISTILL_BENCH_WRITE_SD15") {
+        write_sd15_weights(std::path::Path::new(&path));
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

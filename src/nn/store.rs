@@ -55,7 +55,11 @@ pub struct ParamStore {
     inner: Arc<Mutex<StoreInner>>,
     dtype: DType,
     device: Device,
+    source: Option<Arc<ParamSource>>,
 }
+
+/// Where [`ParamStore::with_source`] takes a parameter from: `Some(tensor)` by name, given the shape the layer wants.
+type ParamSource = dyn Fn(&str, &[usize]) -> Result<Option<Tensor>> + Send + Sync;
 
 impl std::fmt::Debug for ParamStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -74,7 +78,25 @@ impl ParamStore {
     /// from the random stream of `seed` in creation order.
     pub fn new(dtype: DType, device: Device, seed: u64) -> ParamStore {
         let inner = StoreInner { entries: Vec::new(), index: HashMap::new(), rng: Rng::new(seed) };
-        ParamStore { inner: Arc::new(Mutex::new(inner)), dtype, device }
+        ParamStore { inner: Arc::new(Mutex::new(inner)), dtype, device, source: None }
+    }
+
+    /// A store whose parameters, as layers create them, are the tensors
+    /// `source(name, shape)` returns, adopted as they are: tensors of a
+    /// memory-mapped [`crate::io::safetensors::SafeTensorsFile`] stay mapped
+    /// (no copy of the weights, pages read when first used). A tensor of
+    /// another dtype or device is converted; a parameter the source does not
+    /// have (`None`) is initialised from the random stream of `seed`. Mapped
+    /// storage is read-only: build the model under [`ParamPath::frozen`], or
+    /// expect an in-place update (an optimizer step) to fail. Buffers are
+    /// copied as in [`ParamPath::buffer`]; load them with [`ParamStore::load_matching`].
+    pub fn with_source(
+        dtype: DType,
+        device: Device,
+        seed: u64,
+        source: impl Fn(&str, &[usize]) -> Result<Option<Tensor>> + Send + Sync + 'static,
+    ) -> ParamStore {
+        ParamStore { source: Some(Arc::new(source)), ..ParamStore::new(dtype, device, seed) }
     }
 
     fn lock(&self) -> MutexGuard<'_, StoreInner> {
@@ -295,6 +317,19 @@ impl ParamPath {
     /// Create the parameter `leaf` with `shape`, initialised by `init` from the store's random stream.
     pub fn var(&self, leaf: &str, shape: &[usize], init: Init) -> Result<Tensor> {
         let name = self.name(leaf);
+        if let Some(source) = &self.store.source {
+            if let Some(t) = source(&name, shape).map_err(|e| Error::msg(format!("loading `{name}`: {e}")))? {
+                if t.shape() != shape {
+                    return Err(Error::msg(format!(
+                        "`{name}`: the source holds shape {:?} but the model expects {shape:?} (is the config the checkpoint's?)",
+                        t.shape()
+                    )));
+                }
+                let t = no_grad(|| t.detach().to_dtype(self.store.dtype)?.to_device(self.store.device))?;
+                let tensor = if self.trainable { t.to_variable() } else { t };
+                return self.store.insert(name, tensor, EntryKind::Param { trainable: self.trainable });
+            }
+        }
         let value = {
             let mut inner = self.store.lock();
             init.tensor(shape, self.store.dtype, self.store.device, &mut inner.rng)

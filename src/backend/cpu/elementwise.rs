@@ -1,9 +1,9 @@
 //! Elementwise kernels: unary maps, their derivatives, and broadcasting
 //! binary maps and comparisons over strided views.
 
-use super::{row_offset, PARALLEL_MIN};
+use super::{row_offset, vmath, PARALLEL_MIN};
 use crate::backend::op::{BinaryOp, CmpOp, UnaryOp};
-use crate::tensor::{Float, Layout};
+use crate::tensor::{DType, Float, Layout};
 use rayon::prelude::*;
 
 /// Apply `f` to each element of a contiguous slice, in parallel when large.
@@ -20,6 +20,9 @@ pub fn map_slice<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(src: &[
 /// monomorphised loop (the op is matched once, not per element), so the
 /// compiler can vectorise them.
 pub fn unary<T: Float>(op: UnaryOp, x: &[T]) -> Vec<T> {
+    if T::DTYPE == DType::F32 && vmath::has_f32_kernel(op) {
+        return bytemuck::allocation::cast_vec(vmath::unary_f32(op, bytemuck::cast_slice(x)));
+    }
     match op {
         UnaryOp::Relu => map_slice(x, |v| UnaryOp::Relu.apply(v)),
         UnaryOp::Silu => map_slice(x, |v| UnaryOp::Silu.apply(v)),
@@ -40,6 +43,10 @@ pub fn unary<T: Float>(op: UnaryOp, x: &[T]) -> Vec<T> {
 
 /// dx = g * f'(x) over contiguous slices of equal length.
 pub fn unary_backward<T: Float>(op: UnaryOp, x: &[T], y: &[T], g: &[T]) -> Vec<T> {
+    if T::DTYPE == DType::F32 && vmath::has_f32_kernel(op) {
+        let (x, y, g) = (bytemuck::cast_slice(x), bytemuck::cast_slice(y), bytemuck::cast_slice(g));
+        return bytemuck::allocation::cast_vec(vmath::unary_backward_f32(op, x, y, g));
+    }
     let mut out = vec![T::zero(); x.len()];
     let body = |o: &mut [T], x: &[T], y: &[T], g: &[T]| {
         for i in 0..o.len() {

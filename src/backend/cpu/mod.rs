@@ -16,6 +16,7 @@ pub mod select;
 pub mod siamese_head;
 pub mod softmax;
 pub mod upsample;
+pub mod vmath;
 
 /// Below this many elements a kernel runs on one thread (rayon's overhead wins otherwise).
 pub const PARALLEL_MIN: usize = 1 << 15;

@@ -4,6 +4,7 @@
 //! helpers (vectorised exp, max, dot) that attention and the norms share.
 
 use super::reduce::sum_slice;
+use super::vmath::exp_f32;
 use super::PARALLEL_MIN;
 use crate::tensor::{DType, Float};
 use rayon::prelude::*;
@@ -48,34 +49,6 @@ pub fn dot_slice<T: Float>(a: &[T], b: &[T]) -> T {
         s += x * y;
     }
     s
-}
-
-/// exp(x) in f32 to about 1 ulp (Cephes' range reduction and polynomial),
-/// written without branches or library calls so a loop over it vectorises.
-/// Below −87 the result is flushed to 0 (so −∞ gives exactly 0), above 88 it
-/// saturates at e⁸⁸; NaN stays NaN.
-#[inline(always)]
-fn exp_f32(x: f32) -> f32 {
-    const LO: f32 = -87.0;
-    const HI: f32 = 88.0;
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // 1.5·2²³: adding it rounds to an integer held in the low mantissa bits.
-    const ROUND: f32 = 12_582_912.0;
-    let xc = x.clamp(LO, HI);
-    let t = xc * LOG2E + ROUND;
-    let n = t - ROUND;
-    let r = xc - n * LN2_HI - n * LN2_LO;
-    let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 0.5;
-    let y = p * r * r + r + 1.0;
-    // 2ⁿ built from its exponent bits; n ∈ [−126, 127] after the clamp.
-    let scale = f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23);
-    if x < LO {
-        0.0
-    } else {
-        y * scale
-    }
 }
 
 #[inline(always)]

@@ -70,7 +70,16 @@ impl Tensor {
     /// with implicit `-inf` padding (`F.max_pool2d`; padding at most half the kernel).
     /// The gradient goes to the first maximum of each window.
     pub fn max_pool2d(&self, kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2]) -> Result<Tensor> {
-        Ok(self.max_pool2d_with_indices(kernel, stride, padding)?.0)
+        let records = crate::autograd::is_grad_enabled() && self.requires_grad();
+        if records || self.device() != Device::Cpu {
+            return Ok(self.max_pool2d_with_indices(kernel, stride, padding)?.0);
+        }
+        // Nothing will backpropagate through it: skip the indices.
+        let g = pool_geometry("max_pool2d", self.shape(), kernel, stride, padding)?;
+        let out_shape = [self.shape()[0], self.shape()[1], g.out_size[0], g.out_size[1]];
+        dispatch_float!(self.dtype(), "max_pool2d", |T| {
+            Ok(Tensor::from_cpu_vec(with_contiguous::<T, _>(self, |x| cpu::pool::max_pool2d_values(x, &g))?, &out_shape))
+        })
     }
 
     /// [`Tensor::max_pool2d`] that also returns, as an i64 tensor of the output

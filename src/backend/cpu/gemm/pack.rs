@@ -55,6 +55,14 @@ pub(super) fn pack_a<T: Float>(dst: &mut [T], a: MatRef<T>, row0: usize, col0: u
         if rows < mr {
             panel.fill(T::zero());
         }
+        if a.rs == 1 && a.cs != 1 && rows == mr && mr == 6 {
+            copy_a_steps::<T, 6>(panel, a, first_row, col0);
+            continue;
+        }
+        if a.rs == 1 && a.cs != 1 && rows == mr && mr == 4 {
+            copy_a_steps::<T, 4>(panel, a, first_row, col0);
+            continue;
+        }
         if a.rs == 1 && a.cs != 1 && rows == mr {
             // Column-major A (a transposed operand): each step is a contiguous run of mr rows.
             for (p, step) in panel.chunks_exact_mut(mr).enumerate() {
@@ -89,7 +97,11 @@ pub(super) fn pack_b<T: Float>(dst: &mut [T], b: MatRef<T>, row0: usize, col0: u
         if cols < nr {
             panel.fill(T::zero());
         }
-        if b.cs == 1 {
+        if b.cs == 1 && cols == nr && nr == 16 {
+            copy_steps::<T, 16>(panel, b, row0, first_col);
+        } else if b.cs == 1 && cols == nr && nr == 8 {
+            copy_steps::<T, 8>(panel, b, row0, first_col);
+        } else if b.cs == 1 {
             for (p, step) in panel.chunks_exact_mut(nr).enumerate() {
                 let start = (row0 + p) * b.rs + first_col;
                 step[..cols].copy_from_slice(&b.data[start..start + cols]);
@@ -115,5 +127,32 @@ pub(super) fn pack_b<T: Float>(dst: &mut [T], b: MatRef<T>, row0: usize, col0: u
         dst.par_chunks_mut(kc * nr).enumerate().for_each(pack_panel);
     } else {
         dst.chunks_mut(kc * nr).enumerate().for_each(pack_panel);
+    }
+}
+
+/// One full-width B panel from a row-major B: each step is `N` consecutive
+/// elements of a row. A fixed-size copy compiles to a few vector moves, where
+/// a slice copy of runtime length is a `memcpy` call per step (7.5 % of a
+/// ResNet-50 forward in profiles).
+#[inline(always)]
+fn copy_steps<T: Float, const N: usize>(panel: &mut [T], b: MatRef<T>, row0: usize, first_col: usize) {
+    for (p, step) in panel.chunks_exact_mut(N).enumerate() {
+        let start = (row0 + p) * b.rs + first_col;
+        let src: &[T; N] = b.data[start..start + N].try_into().expect("B row segment of N elements");
+        let dst: &mut [T; N] = step.try_into().expect("panel step of N elements");
+        *dst = *src;
+    }
+}
+
+/// One full A panel from a column-major A (a transposed operand): each step
+/// is `N` consecutive elements of a column. Fixed-size copies, not a `memcpy`
+/// call per step (4 % of a demo-UNet training step in profiles).
+#[inline(always)]
+fn copy_a_steps<T: Float, const N: usize>(panel: &mut [T], a: MatRef<T>, first_row: usize, col0: usize) {
+    for (p, step) in panel.chunks_exact_mut(N).enumerate() {
+        let start = first_row + (col0 + p) * a.cs;
+        let src: &[T; N] = a.data[start..start + N].try_into().expect("A column segment of N elements");
+        let dst: &mut [T; N] = step.try_into().expect("panel step of N elements");
+        *dst = *src;
     }
 }
