@@ -418,7 +418,9 @@ pub fn conv2d_bwd_data<T: Float>(dy: &[T], w: &[T], g: &Conv2dGeometry) -> Vec<T
     let items = g.batch * g.groups;
     if items >= threads && threads > 1 && g.macs() >= PARALLEL_MIN_MACS {
         let pool = ScratchPool::new();
-        dx.par_chunks_mut(item_len).enumerate().for_each_init(|| pool.take(1), |scratch, (i, dx_item)| per_item(i, dx_item, &mut scratch.buffers[0], false));
+        dx.par_chunks_mut(item_len)
+            .enumerate()
+            .for_each_init(|| pool.take(1), |scratch, (i, dx_item)| per_item(i, dx_item, &mut scratch.buffers[0], false));
     } else {
         let mut dcol = Vec::new();
         let parallel = g.macs() >= PARALLEL_MIN_MACS;
@@ -552,7 +554,16 @@ mod tests {
         out
     }
 
-    fn geometry(batch: usize, cin: usize, hw: [usize; 2], cout: usize, k: usize, stride: usize, pad: usize, groups: usize) -> Conv2dGeometry {
+    fn geometry(
+        batch: usize,
+        cin: usize,
+        hw: [usize; 2],
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        groups: usize,
+    ) -> Conv2dGeometry {
         let out = |i: usize| Conv2dGeometry::output_len(i, k, stride, pad, 1).unwrap();
         Conv2dGeometry {
             batch,
