@@ -18,11 +18,11 @@
 //! resident memory of the run is printed beside the weights' size.
 
 use criterion::{criterion_group, Criterion};
+use privdistill::io::safetensors::{save_safetensors, SafeTensorsFile};
 use privdistill::models::densenet::{DenseNet, DenseNetConfig};
 use privdistill::models::resnet::{ResNet, ResNetConfig};
 use privdistill::models::unet::{UNet2DConditionModel, UNetConfig};
 use privdistill::nn::{AdamW, AdamWConfig, Optimizer, ParamStore};
-use privdistill::io::safetensors::{save_safetensors, SafeTensorsFile};
 use privdistill::tensor::CpuStorage;
 use privdistill::{no_grad, DType, Device, Rng, Tensor};
 use std::path::PathBuf;
@@ -84,7 +84,12 @@ fn report(workload: &str, ours: f64, iters: usize) {
 /// A memory figure of /proc/self/status (`VmRSS:`, `VmHWM:`) in MB.
 fn rss_mb(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()).unwrap_or(0.0)
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<f64>().ok())
+        .unwrap_or(0.0)
         / 1024.0
 }
 
@@ -104,13 +109,19 @@ fn sd15_mapped() -> (UNet2DConditionModel, u64, ParamStore) {
     }
     let file = std::sync::Arc::new(SafeTensorsFile::open(&path).unwrap());
     let source = file.clone();
-    let store = ParamStore::with_source(DType::F32, Device::Cpu, 0, move |name, _| {
-        if source.contains(name) {
-            source.get(name).map(Some)
-        } else {
-            Ok(None)
-        }
-    });
+    let store =
+        ParamStore::with_source(
+            DType::F32,
+            Device::Cpu,
+            0,
+            move |name, _| {
+                if source.contains(name) {
+                    source.get(name).map(Some)
+                } else {
+                    Ok(None)
+                }
+            },
+        );
     let sd = UNet2DConditionModel::new(&store.root().frozen(), &UNetConfig::sd15()).unwrap();
     for (name, t) in store.named_parameters() {
         let storage = t.storage();

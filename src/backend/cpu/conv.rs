@@ -312,7 +312,11 @@ pub fn conv2d_fwd<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv2dGeom
         1
     };
     let image_runs: Vec<Range<usize>> = (0..g.batch).step_by(images_per_task).map(|n| n..(n + images_per_task).min(g.batch)).collect();
-    let blocks = if images_per_task > 1 { vec![0..g.out_size[0]] } else { g.blocks(g.rows_per_block(g.batch * g.groups, 2 * threads)) };
+    let blocks = if images_per_task > 1 {
+        std::iter::once(0..g.out_size[0]).collect()
+    } else {
+        g.blocks(g.rows_per_block(g.batch * g.groups, 2 * threads))
+    };
     let tasks = image_runs.len() * g.groups * blocks.len();
     let shared = SharedMut::new(&mut out);
     let run = |task: usize, col: &mut Vec<T>, block_out: &mut Vec<T>, parallel: bool| {
@@ -418,7 +422,9 @@ pub fn conv2d_bwd_data<T: Float>(dy: &[T], w: &[T], g: &Conv2dGeometry) -> Vec<T
     let items = g.batch * g.groups;
     if items >= threads && threads > 1 && g.macs() >= PARALLEL_MIN_MACS {
         let pool = ScratchPool::new();
-        dx.par_chunks_mut(item_len).enumerate().for_each_init(|| pool.take(1), |scratch, (i, dx_item)| per_item(i, dx_item, &mut scratch.buffers[0], false));
+        dx.par_chunks_mut(item_len)
+            .enumerate()
+            .for_each_init(|| pool.take(1), |scratch, (i, dx_item)| per_item(i, dx_item, &mut scratch.buffers[0], false));
     } else {
         let mut dcol = Vec::new();
         let parallel = g.macs() >= PARALLEL_MIN_MACS;
@@ -552,7 +558,17 @@ mod tests {
         out
     }
 
-    fn geometry(batch: usize, cin: usize, hw: [usize; 2], cout: usize, k: usize, stride: usize, pad: usize, groups: usize) -> Conv2dGeometry {
+    #[allow(clippy::too_many_arguments)]
+    fn geometry(
+        batch: usize,
+        cin: usize,
+        hw: [usize; 2],
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        groups: usize,
+    ) -> Conv2dGeometry {
         let out = |i: usize| Conv2dGeometry::output_len(i, k, stride, pad, 1).unwrap();
         Conv2dGeometry {
             batch,
