@@ -312,7 +312,11 @@ pub fn conv2d_fwd<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv2dGeom
         1
     };
     let image_runs: Vec<Range<usize>> = (0..g.batch).step_by(images_per_task).map(|n| n..(n + images_per_task).min(g.batch)).collect();
-    let blocks = if images_per_task > 1 { vec![0..g.out_size[0]] } else { g.blocks(g.rows_per_block(g.batch * g.groups, 2 * threads)) };
+    let blocks = if images_per_task > 1 {
+        std::iter::once(0..g.out_size[0]).collect()
+    } else {
+        g.blocks(g.rows_per_block(g.batch * g.groups, 2 * threads))
+    };
     let tasks = image_runs.len() * g.groups * blocks.len();
     let shared = SharedMut::new(&mut out);
     let run = |task: usize, col: &mut Vec<T>, block_out: &mut Vec<T>, parallel: bool| {
@@ -554,6 +558,7 @@ mod tests {
         out
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn geometry(
         batch: usize,
         cin: usize,
