@@ -1,9 +1,9 @@
 //! 2-d convolution over NCHW tensors with PyTorch's `F.conv2d` semantics,
 //! and the backward kernels its rule calls (also usable on their own).
 
-use super::{same_device, same_dtype, unsupported};
+use super::{cuda_tensor, same_device, same_dtype, unsupported, with_cuda};
 use crate::autograd::rules::conv::Conv2dBackward;
-use crate::backend::cpu;
+use crate::backend::{cpu, cuda};
 use crate::backend::cpu::conv::Conv2dGeometry;
 use crate::tensor::{Element, Tensor};
 use crate::{dispatch_float, Device, Error, Result};
@@ -149,7 +149,13 @@ impl Tensor {
                 })??;
                 Tensor::from_cpu_vec(y, &out_shape)
             }),
-            Device::Cuda(_) => return Err(unsupported("conv2d", self)),
+            Device::Cuda(_) => {
+                let y = with_cuda("conv2d", &[Some(self), Some(weight), bias], |o| {
+                    let (Some(x), Some(w)) = (o[0], o[1]) else { return Err(unsupported("conv2d", self)) };
+                    cuda::conv2d(x, w, o[2], &g)
+                })?;
+                cuda_tensor(y, &out_shape)
+            }
         };
         let inputs: Vec<&Tensor> = [Some(self), Some(weight), bias].into_iter().flatten().collect();
         Ok(out.recorded(&inputs, || Arc::new(Conv2dBackward { input: self.clone(), weight: weight.clone(), bias: bias.cloned(), params })))
@@ -172,7 +178,13 @@ pub fn conv2d_backward_input(grad_output: &Tensor, weight: &Tensor, input_shape:
                 with_contiguous::<T, _>(grad_output, |dy| with_contiguous::<T, _>(weight, |w| cpu::conv::conv2d_bwd_data(dy, w, &g)))??;
             Ok(Tensor::from_cpu_vec(dx, input_shape))
         }),
-        Device::Cuda(_) => Err(unsupported(op, grad_output)),
+        Device::Cuda(_) => {
+            let dx = with_cuda(op, &[Some(grad_output), Some(weight)], |o| match (o[0], o[1]) {
+                (Some(dy), Some(w)) => cuda::conv2d_backward_data(dy, w, &g),
+                _ => Err(unsupported(op, grad_output)),
+            })?;
+            Ok(cuda_tensor(dx, input_shape))
+        }
     }
 }
 
@@ -191,7 +203,13 @@ pub fn conv2d_backward_weight(input: &Tensor, grad_output: &Tensor, weight_shape
                 with_contiguous::<T, _>(input, |x| with_contiguous::<T, _>(grad_output, |dy| cpu::conv::conv2d_bwd_weight(x, dy, &g)))??;
             Ok(Tensor::from_cpu_vec(dw, weight_shape))
         }),
-        Device::Cuda(_) => Err(unsupported(op, input)),
+        Device::Cuda(_) => {
+            let dw = with_cuda(op, &[Some(input), Some(grad_output)], |o| match (o[0], o[1]) {
+                (Some(x), Some(dy)) => cuda::conv2d_backward_weight(x, dy, &g),
+                _ => Err(unsupported(op, input)),
+            })?;
+            Ok(cuda_tensor(dw, weight_shape))
+        }
     }
 }
 
@@ -208,6 +226,12 @@ pub fn conv2d_backward_bias(grad_output: &Tensor) -> Result<Tensor> {
             let db = with_contiguous::<T, _>(grad_output, |dy| cpu::conv::conv2d_bwd_bias(dy, batch, channels, h * w))?;
             Ok(Tensor::from_cpu_vec(db, &[channels]))
         }),
-        Device::Cuda(_) => Err(unsupported(op, grad_output)),
+        Device::Cuda(_) => {
+            let db = with_cuda(op, &[Some(grad_output)], |o| match o[0] {
+                Some(dy) => cuda::conv2d_backward_bias(dy, batch, channels, h * w),
+                None => Err(unsupported(op, grad_output)),
+            })?;
+            Ok(cuda_tensor(db, &[channels]))
+        }
     }
 }
