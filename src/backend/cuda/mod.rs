@@ -17,6 +17,7 @@
 //! pointers to their kernels as u64 (0 for an absent optional operand).
 
 pub mod allocator;
+mod attention;
 mod conv;
 mod copy;
 mod device;
@@ -33,6 +34,7 @@ mod rng;
 mod softmax;
 mod upsample;
 
+pub use attention::{attention_backward, attention_forward, AttentionShape, MAX_HEAD_DIM as ATTENTION_MAX_HEAD_DIM};
 pub use conv::{conv2d, conv2d_backward_bias, conv2d_backward_data, conv2d_backward_weight, set_conv_tensor_cores};
 pub use copy::{cast, copy_into, copy_strided};
 pub use device::{device_info, driver, DeviceInfo, DriverInfo};
