@@ -211,7 +211,16 @@ pub fn conv2d(x: Operand<'_>, w: Operand<'_>, bias: Option<Operand<'_>>, g: &Con
     let dev = xd.device.clone();
     if g.is_pointwise() && g.groups == 1 && g.batch > 0 {
         let plane = g.in_size[0] * g.in_size[1];
-        let y = super::matmul(&wd, &pointwise_weight(g.batch, g, false), &xd, &planes(g.batch, g.in_channels, plane), &[g.batch], g.out_channels, g.in_channels, plane)?;
+        let y = super::matmul(
+            &wd,
+            &pointwise_weight(g.batch, g, false),
+            &xd,
+            &planes(g.batch, g.in_channels, plane),
+            &[g.batch],
+            g.out_channels,
+            g.in_channels,
+            plane,
+        )?;
         if let Some(bd) = &bd {
             let n = output_len(g);
             if n > 0 {

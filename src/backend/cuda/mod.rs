@@ -31,6 +31,7 @@ pub mod optim;
 mod pool;
 mod reduce;
 mod rng;
+mod siamese_head;
 mod softmax;
 mod upsample;
 
@@ -54,6 +55,7 @@ pub use pool::{
 };
 pub use reduce::{arg_reduce, reduce};
 pub use rng::{philox_normal, philox_uniform, philox_words};
+pub use siamese_head::{siamese_head_backward, siamese_head_bce, siamese_head_forward};
 pub use softmax::{softmax, softmax_backward};
 pub use upsample::{upsample_nearest2d, upsample_nearest2d_backward};
 

@@ -4,8 +4,8 @@
 use super::softmax::with_contiguous;
 use super::{cuda_tensor, same_device, same_dtype, unsupported, with_cuda};
 use crate::autograd::rules::attention::AttentionBackward;
-use crate::backend::{cpu, cuda};
 use crate::backend::cpu::attention::{AttentionDims, AttentionGradInputs, HeadMatrices, Operand, Scores};
+use crate::backend::{cpu, cuda};
 use crate::tensor::{Float, Storage, Tensor};
 use crate::{dispatch_float, Device, Error, Result};
 use std::sync::Arc;

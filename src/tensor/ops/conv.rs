@@ -3,8 +3,8 @@
 
 use super::{cuda_tensor, same_device, same_dtype, unsupported, with_cuda};
 use crate::autograd::rules::conv::Conv2dBackward;
-use crate::backend::{cpu, cuda};
 use crate::backend::cpu::conv::Conv2dGeometry;
+use crate::backend::{cpu, cuda};
 use crate::tensor::{Element, Tensor};
 use crate::{dispatch_float, Device, Error, Result};
 use std::sync::Arc;
