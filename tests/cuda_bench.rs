@@ -204,7 +204,11 @@ fn bench_resnet50_and_densenet121() {
     use privdistill::models::densenet::{DenseNet, DenseNetConfig};
     use privdistill::models::resnet::{ResNet, ResNetConfig};
     use privdistill::nn::ParamStore;
-    let classifiers: [(&str, Box<dyn Fn(&ParamStore) -> Box<dyn Fn(&Tensor, bool) -> Tensor>>); 2] = [
+    /// A classifier's forward (input, train) → logits.
+    type Forward = Box<dyn Fn(&Tensor, bool) -> Tensor>;
+    /// Builds a classifier's parameters into a store and returns its forward.
+    type Build = Box<dyn Fn(&ParamStore) -> Forward>;
+    let classifiers: [(&str, Build); 2] = [
         (
             "resnet50",
             Box::new(|s: &ParamStore| {
