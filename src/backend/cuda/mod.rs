@@ -17,6 +17,7 @@
 //! pointers to their kernels as u64 (0 for an absent optional operand).
 
 pub mod allocator;
+mod attention;
 mod conv;
 mod copy;
 mod device;
@@ -30,9 +31,11 @@ pub mod optim;
 mod pool;
 mod reduce;
 mod rng;
+mod siamese_head;
 mod softmax;
 mod upsample;
 
+pub use attention::{attention_backward, attention_forward, AttentionShape, MAX_HEAD_DIM as ATTENTION_MAX_HEAD_DIM};
 pub use conv::{conv2d, conv2d_backward_bias, conv2d_backward_data, conv2d_backward_weight, set_conv_tensor_cores};
 pub use copy::{cast, copy_into, copy_strided};
 pub use device::{device_info, driver, DeviceInfo, DriverInfo};
@@ -52,6 +55,7 @@ pub use pool::{
 };
 pub use reduce::{arg_reduce, reduce};
 pub use rng::{philox_normal, philox_uniform, philox_words};
+pub use siamese_head::{siamese_head_backward, siamese_head_bce, siamese_head_forward};
 pub use softmax::{softmax, softmax_backward};
 pub use upsample::{upsample_nearest2d, upsample_nearest2d_backward};
 

@@ -2,10 +2,10 @@
 //! blockwise with an online softmax (see `backend::cpu::attention`).
 
 use super::softmax::with_contiguous;
-use super::{same_device, same_dtype, unsupported};
+use super::{cuda_tensor, same_device, same_dtype, unsupported, with_cuda};
 use crate::autograd::rules::attention::AttentionBackward;
-use crate::backend::cpu;
 use crate::backend::cpu::attention::{AttentionDims, AttentionGradInputs, HeadMatrices, Operand, Scores};
+use crate::backend::{cpu, cuda};
 use crate::tensor::{Float, Storage, Tensor};
 use crate::{dispatch_float, Device, Error, Result};
 use std::sync::Arc;
@@ -71,6 +71,12 @@ fn check(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: Optio
         score_shape,
         scale: scale.unwrap_or(1.0 / (qs[3] as f64).sqrt()),
     })
+}
+
+/// The sizes of a checked call, as the CUDA kernels take them.
+fn cuda_shape(c: &Checked) -> cuda::AttentionShape {
+    let [batch, heads, lq, lk] = c.score_shape;
+    cuda::AttentionShape { batch, heads, lq, lk, d: c.dims.d, dv: c.out_shape[3] }
 }
 
 /// The elements of a CPU storage of type `T`.
@@ -142,7 +148,8 @@ impl Tensor {
 
     /// The attention output (not recorded on the tape) and the `[B, H, Lq]`
     /// log-sum-exp of each query row's scores (−∞ for fully masked rows),
-    /// which the backward needs.
+    /// which the backward needs. On a GPU the log-sum-exp is kept in the
+    /// accumulation dtype (f32 for f16/bf16 queries, f64 for f64).
     pub fn scaled_dot_product_attention_with_lse(
         &self,
         k: &Tensor,
@@ -158,7 +165,15 @@ impl Tensor {
                 let (out, lse) = with_operands::<T, _>(self, k, v, mask, causal, &c, cpu::attention::attention_fwd)?;
                 Ok((Tensor::from_cpu_vec(out, &c.out_shape), Tensor::from_cpu_vec(lse, &c.out_shape[..3])))
             }),
-            Device::Cuda(_) => Err(unsupported(op, self)),
+            Device::Cuda(_) => {
+                let mask_layout = mask.map(|m| m.layout().broadcast_to(&c.score_shape)).transpose()?;
+                let (out, lse) = with_cuda(op, &[Some(self), Some(k), Some(v), mask], |o| {
+                    let &[Some(q), Some(k), Some(v), m] = o else { return Err(unsupported(op, self)) };
+                    let m = m.zip(mask_layout.as_ref()).map(|(m, l)| cuda::Operand::new(m.storage, l));
+                    cuda::attention_forward(q, k, v, m, &cuda_shape(&c), causal, c.scale)
+                })?;
+                Ok((cuda_tensor(out, &c.out_shape), cuda_tensor(lse, &c.out_shape[..3])))
+            }
         }
     }
 
@@ -204,7 +219,15 @@ impl Tensor {
                     Tensor::from_cpu_vec(dvv, &[b, h, lk, dv]),
                 ))
             }),
-            Device::Cuda(_) => Err(unsupported(op, self)),
+            Device::Cuda(_) => {
+                let mask_layout = mask.map(|m| m.layout().broadcast_to(&c.score_shape)).transpose()?;
+                let (dq, dk, dvv) = with_cuda(op, &[Some(self), Some(k), Some(v), mask, Some(out), Some(lse), Some(grad)], |o| {
+                    let &[Some(q), Some(k), Some(v), m, Some(out), Some(lse), Some(grad)] = o else { return Err(unsupported(op, self)) };
+                    let m = m.zip(mask_layout.as_ref()).map(|(m, l)| cuda::Operand::new(m.storage, l));
+                    cuda::attention_backward(q, k, v, m, &cuda_shape(&c), causal, scale, out, lse, grad)
+                })?;
+                Ok((cuda_tensor(dq, &[b, h, lq, d]), cuda_tensor(dk, &[b, h, lk, d]), cuda_tensor(dvv, &[b, h, lk, dv])))
+            }
         }
     }
 }

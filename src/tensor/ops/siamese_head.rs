@@ -3,7 +3,8 @@
 
 use crate::autograd::rules::siamese_head::SiameseHeadBackward;
 use crate::backend::cpu::siamese_head::{bce_from_logits, siamese_head_bwd, siamese_head_fwd};
-use crate::tensor::ops::unsupported;
+use crate::backend::cuda;
+use crate::tensor::ops::{cuda_tensor, unsupported, with_cuda};
 use crate::{dispatch_float, Device, Error, Result, Tensor};
 use std::sync::Arc;
 
@@ -33,7 +34,13 @@ impl Tensor {
                 let bias_v = bias.cpu_vec::<T>()?[0];
                 Tensor::from_cpu_vec(siamese_head_fwd(&av, &bv, &wv, bias_v, d), &[n, 1])
             }),
-            Device::Cuda(_) => return Err(unsupported("siamese_head", a)),
+            Device::Cuda(_) => {
+                let logits = with_cuda("siamese_head", &[Some(a), Some(b), Some(weight), Some(bias)], |o| match *o {
+                    [Some(a), Some(b), Some(w), Some(bias)] => cuda::siamese_head_forward(a, b, w, bias),
+                    _ => Err(unsupported("siamese_head", a)),
+                })?;
+                cuda_tensor(logits, &[n, 1])
+            }
         };
         Ok(out.recorded(&[a, b, weight, bias], || {
             Arc::new(SiameseHeadBackward { a: a.clone(), b: b.clone(), weight: weight.clone(), bias: bias.clone() })
@@ -54,7 +61,14 @@ impl Tensor {
                     Tensor::from_cpu_vec(vec![dbias], &[1]),
                 ])
             }),
-            Device::Cuda(_) => Err(unsupported("siamese_head_backward", a)),
+            Device::Cuda(_) => {
+                let [da, db, dw, dbias] =
+                    with_cuda("siamese_head_backward", &[Some(a), Some(b), Some(weight), Some(grad_logit)], |o| match *o {
+                        [Some(a), Some(b), Some(w), Some(g)] => cuda::siamese_head_backward(a, b, w, g),
+                        _ => Err(unsupported("siamese_head_backward", a)),
+                    })?;
+                Ok([cuda_tensor(da, a.shape()), cuda_tensor(db, b.shape()), cuda_tensor(dw, weight.shape()), cuda_tensor(dbias, &[1])])
+            }
         }
     }
 
@@ -84,7 +98,25 @@ impl Tensor {
                     })
                 }))
             }),
-            Device::Cuda(_) => Err(unsupported("siamese_head_bce", a)),
+            Device::Cuda(_) => {
+                let target = target.to_dtype(a.dtype())?;
+                let (loss, grad_logit) =
+                    with_cuda("siamese_head_bce", &[Some(a), Some(b), Some(weight), Some(bias), Some(&target)], |o| match *o {
+                        [Some(a), Some(b), Some(w), Some(bias), Some(t)] => cuda::siamese_head_bce(a, b, w, bias, t),
+                        _ => Err(unsupported("siamese_head_bce", a)),
+                    })?;
+                let n = a.shape()[0];
+                let out = cuda_tensor(loss, &[]);
+                Ok(out.recorded(&[a, b, weight, bias], || {
+                    Arc::new(crate::autograd::rules::siamese_head::SiameseHeadBceBackward {
+                        a: a.clone(),
+                        b: b.clone(),
+                        weight: weight.clone(),
+                        bias: bias.clone(),
+                        grad_logit: cuda_tensor(grad_logit, &[n, 1]),
+                    })
+                }))
+            }
         }
     }
 }
