@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The memorisation experiment of issue 7: over-train an LDM on a few phantom
 # patients until it reproduces its training images, then check that the
-# re-identification filter removes the near-copies and that `audit` reports it.
+# filter (s_reid ≥ δ, and the copy gate) removes the near-copies and that `audit` reports it.
 #
 #   scripts/memorisation.sh [WORK_DIR]       (default work/memorisation)
 #
-# Sizes come from the environment: PATIENTS (phantom patients, 2 images each),
+# Sizes come from the environment: SEED (the phantom patients' seed, default 3), PATIENTS (phantom patients, 2 images each),
 # MEMO_FRACTION (the share of patients in the `val` split the LDM over-trains on),
 # LDM_STEPS, PER_PROMPT, SCORER_PATIENTS (phantom patients of another seed, 3 images
 # each, that the re-identification and retrieval nets learn on). Every stage is one `privdistill` command, so each can be
@@ -13,6 +13,7 @@
 set -euo pipefail
 B=${PRIVDISTILL:-target/release/privdistill}
 W=${1:-work/memorisation}
+SEED=${SEED:-3}
 PATIENTS=${PATIENTS:-200}
 MEMO_FRACTION=${MEMO_FRACTION:-0.05}
 LDM_STEPS=${LDM_STEPS:-800}
@@ -23,7 +24,7 @@ t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 
 [ -f "$W/real/manifest.jsonl" ] || {
-  "$B" data phantom --patients "$PATIENTS" --images-per-patient 2 --seed 3 --out "$W/real"
+  "$B" data phantom --patients "$PATIENTS" --images-per-patient 2 --seed "$SEED" --out "$W/real"
   "$B" data split "$W/real" --val "$MEMO_FRACTION" --test 0.15 --seed 0
 }
 stamp "phantom data ready"

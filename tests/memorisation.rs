@@ -50,6 +50,7 @@ struct Experiment {
     audit_md: String,
     kept: usize,
     copies: privdistill::privacy::audit::NearCopyAudit,
+    gate_heldout: audit::GateHeldout,
 }
 
 /// The whole experiment, run once and shared by the tests.
@@ -201,6 +202,9 @@ fn run_experiment() -> Experiment {
         batch_size: 16,
         neighbours: 10,
         prompted_neighbours: true,
+        copy_gate: true,
+        copy_gate_side: 32,
+        copy_gate_smoothing: 1.0,
     })
     .unwrap();
     let filtered = dir.join("filtered");
@@ -221,7 +225,8 @@ fn run_experiment() -> Experiment {
     let copies = audited.near_copies.expect("the audit of a synthetic set has a near-copy section");
     eprintln!("LDM loss {:.4}; near-copy audit {copies:?}", trained.final_loss);
     let audit_md = std::fs::read_to_string(dir.join("audit/audit.md")).unwrap();
-    Experiment { real, synth, scores, filtered, audit_md, kept: kept.kept, copies, _tmp: tmp }
+    let gate_heldout = audited.copy_gate_heldout.expect("the copy gate is on and the real set has held-out patients");
+    Experiment { real, synth, scores, filtered, audit_md, kept: kept.kept, copies, gate_heldout, _tmp: tmp }
 }
 
 /// Runs under `cargo test`: the model memorised, the near-copy threshold is the
@@ -240,13 +245,15 @@ fn an_over_trained_model_copies_its_training_images_and_the_audit_reports_what_t
     let index = PixelIndex::new(&images(&e.real), copies.side).unwrap();
     let synth = Manifest::load(&e.synth).unwrap();
     let nearest = index.nearest(&images(&e.synth));
-    let scores: std::collections::HashMap<String, f64> =
-        filter::read_scores(&e.scores).unwrap().into_iter().map(|s| (s.image, s.s_reid)).collect();
+    // The filter's rule, recomputed from the recorded scores: s_reid ≥ δ, or the copy gate's s_copy ≥ its quantile.
+    let rule = FilterRule::default();
+    let scores: std::collections::HashMap<String, bool> =
+        filter::read_scores(&e.scores).unwrap().into_iter().map(|s| (s.image.clone(), rule.drops(&s))).collect();
     let kept: std::collections::HashSet<String> = Manifest::load(&e.filtered).unwrap().records.iter().map(|r| r.image.clone()).collect();
     let copy_images: Vec<&str> =
         synth.records.iter().zip(&nearest).filter(|(_, (_, c))| *c >= copies.threshold).map(|(r, _)| r.image.as_str()).collect();
     assert_eq!(copy_images.len(), copies.near_copies);
-    let removed = copy_images.iter().filter(|i| scores[**i] >= 0.5).count();
+    let removed = copy_images.iter().filter(|i| scores[**i]).count();
     let rate = copies.removed.expect("near-copies exist");
     assert_eq!(rate.n, copy_images.len());
     assert!((rate.estimate.value - removed as f64 / copy_images.len() as f64).abs() < 1e-12);
@@ -254,12 +261,12 @@ fn an_over_trained_model_copies_its_training_images_and_the_audit_reports_what_t
     // What catching them cost: the same rule over the samples that are not copies.
     let others: Vec<&str> =
         synth.records.iter().zip(&nearest).filter(|(_, (_, c))| *c < copies.threshold).map(|(r, _)| r.image.as_str()).collect();
-    let others_removed = others.iter().filter(|i| scores[**i] >= 0.5).count();
+    let others_removed = others.iter().filter(|i| scores[**i]).count();
     let other_rate = copies.removed_others.expect("some samples are not copies");
     assert_eq!(other_rate.n, others.len());
     assert!((other_rate.estimate.value - others_removed as f64 / others.len() as f64).abs() < 1e-12);
     // A removed copy never reaches the filtered set.
-    for image in copy_images.iter().filter(|i| scores[**i] >= 0.5) {
+    for image in copy_images.iter().filter(|i| scores[**i]) {
         assert!(!kept.iter().any(|k| k.ends_with(image.rsplit('/').next().unwrap())), "{image} was dropped but kept");
     }
     assert_eq!(e.kept, kept.len());
@@ -267,17 +274,24 @@ fn an_over_trained_model_copies_its_training_images_and_the_audit_reports_what_t
     assert!(e.audit_md.contains(&format!("| 32 | {} |", copies.near_copies)), "{}", e.audit_md);
 }
 
-/// Issue 7's acceptance bar. At this size it holds (26 of 26 near-copies removed with the
-/// copy-aware re-identification recipe and ten retrieved neighbours), but the same filter also
-/// drops 5 of the 6 samples that are not copies, and at demo size on a fresh phantom seed it
-/// removes 95 % of the copies and 95 % of the rest (`scripts/memorisation.sh`, README): the
-/// small re-identification nets do not yet separate copies from other samples. The check
-/// stays out of the default run until they do, rather than guard a result bought by
-/// removing nearly everything.
+/// Issue 7's acceptance bar, and what it cost. The filter — s_reid ≥ δ, or the copy gate's
+/// s_copy ≥ 0.99 — must remove ≥ 99 % of the near-copies. The re-identification nets we can
+/// train here also drop most of the *other* samples (a memorising model's samples all look like
+/// its few training patients), so the bar alone could be met by dropping everything. The copy gate
+/// must therefore carry it on its own terms: remove ≥ 90 % of the copies by itself while passing
+/// at least half of the other samples and ≥ 75 % of held-out patients' real images. (At this
+/// size the gate is calibrated on 56 training images, so its q = 0.99 threshold is their maximum,
+/// a noisy estimate: 3 of the 24 held-out images pass it here, against 0–3 of 80 at demo size.)
 #[test]
-#[ignore = "issue 7 open: the bar holds at test size only by removing nearly every sample (README, 'Does the filter catch memorised copies?')"]
 fn the_filter_removes_at_least_99_percent_of_the_near_copies() {
     let e = experiment();
-    let removed = e.copies.removed.expect("near-copies exist");
+    let c = &e.copies;
+    let removed = c.removed.expect("near-copies exist");
     assert!(removed.estimate.value >= 0.99, "the filter removed only {:.3} of {} near-copies", removed.estimate.value, removed.n);
+    let by_gate = c.removed_by_gate.expect("the copy gate is on").estimate.value;
+    let others_by_gate = c.others_removed_by_gate.expect("some samples are not copies").estimate.value;
+    assert!(by_gate >= 0.9, "the copy gate alone removed {by_gate:.3} of the near-copies");
+    assert!(others_by_gate <= 0.5, "the copy gate also removed {others_by_gate:.3} of the other samples");
+    let fpr = e.gate_heldout.flagged.estimate.value;
+    assert!(fpr <= 0.25, "the copy gate flagged {fpr:.3} of {} held-out patients' real images", e.gate_heldout.flagged.n);
 }

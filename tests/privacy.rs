@@ -15,6 +15,8 @@ fn score(prompt: Option<u64>, sample: u64, s_reid: f64, s_align: Option<f64>) ->
         s_reid,
         matched_real: "images/real.png".into(),
         s_align,
+        s_copy: Some(0.5),
+        copy_match: Some("images/real.png".into()),
     }
 }
 
@@ -52,7 +54,7 @@ fn drops_reidentified_then_keeps_best_alignment() {
     assert!((summary.s_align_mean_kept.unwrap() - 0.55).abs() < 1e-12);
 
     // Top-2 per prompt.
-    let (decisions, summary) = apply_filter(&scores, &FilterRule { delta: 0.5, keep_per_prompt: 2 }).unwrap();
+    let (decisions, summary) = apply_filter(&scores, &FilterRule { delta: 0.5, keep_per_prompt: 2, ..FilterRule::default() }).unwrap();
     assert_eq!(summary.kept, 5);
     assert!(decisions[0].kept && decisions[7].kept);
 }
@@ -61,10 +63,10 @@ fn drops_reidentified_then_keeps_best_alignment() {
 fn filter_rejects_bad_settings_and_scores() {
     let ok = vec![score(Some(0), 0, 0.1, Some(0.2))];
     for delta in [-0.1, 1.5, f64::NAN] {
-        let err = apply_filter(&ok, &FilterRule { delta, keep_per_prompt: 1 }).unwrap_err().to_string();
+        let err = apply_filter(&ok, &FilterRule { delta, keep_per_prompt: 1, ..FilterRule::default() }).unwrap_err().to_string();
         assert!(err.contains("delta"), "{err}");
     }
-    assert!(apply_filter(&ok, &FilterRule { delta: 0.5, keep_per_prompt: 0 }).is_err());
+    assert!(apply_filter(&ok, &FilterRule { delta: 0.5, keep_per_prompt: 0, ..FilterRule::default() }).is_err());
     let err = apply_filter(&[score(Some(0), 0, f64::NAN, Some(0.2))], &FilterRule::default()).unwrap_err().to_string();
     assert!(err.contains("images/p0_s0.png") && err.contains("s_reid"), "{err}");
     let err = apply_filter(&[score(Some(0), 0, 0.1, None)], &FilterRule::default()).unwrap_err().to_string();
@@ -72,10 +74,55 @@ fn filter_rejects_bad_settings_and_scores() {
     let twice = vec![score(Some(0), 0, 0.1, Some(0.2)), score(Some(0), 0, 0.1, Some(0.2))];
     assert!(apply_filter(&twice, &FilterRule::default()).unwrap_err().to_string().contains("twice"));
     // δ = 0 drops everything, δ = 1 keeps everything below certainty.
-    let (_, s) = apply_filter(&ok, &FilterRule { delta: 0.0, keep_per_prompt: 1 }).unwrap();
+    let (_, s) = apply_filter(&ok, &FilterRule { delta: 0.0, keep_per_prompt: 1, ..FilterRule::default() }).unwrap();
     assert_eq!(s.kept, 0);
-    let (_, s) = apply_filter(&ok, &FilterRule { delta: 1.0, keep_per_prompt: 1 }).unwrap();
+    let (_, s) = apply_filter(&ok, &FilterRule { delta: 1.0, keep_per_prompt: 1, ..FilterRule::default() }).unwrap();
     assert_eq!(s.kept, 1);
+}
+
+#[test]
+fn the_copy_gate_drops_near_copies_the_reid_rule_passes() {
+    let with_copy = |mut s: ScoreRecord, c: f64| {
+        s.s_copy = Some(c);
+        s
+    };
+    let scores = vec![
+        with_copy(score(Some(0), 0, 0.10, Some(0.90)), 0.995), // best aligned, a near-copy: dropped by the gate
+        with_copy(score(Some(0), 1, 0.20, Some(0.50)), 0.99),  // exactly the quantile counts as a copy
+        with_copy(score(Some(0), 2, 0.30, Some(0.40)), 0.50),
+        with_copy(score(Some(1), 0, 0.80, Some(0.70)), 1.00), // re-identified and a copy: reported as re-identified
+        with_copy(score(Some(1), 1, 0.10, Some(0.60)), 1.00), // prompt 1 loses every sample
+        with_copy(score(None, 0, 0.10, None), 0.999),
+    ];
+    let (decisions, summary) = apply_filter(&scores, &FilterRule::default()).unwrap();
+    let reasons: Vec<Reason> = decisions.iter().map(|d| d.reason).collect();
+    assert_eq!(
+        reasons,
+        vec![Reason::NearCopy, Reason::NearCopy, Reason::BestAlignment, Reason::Reidentified, Reason::NearCopy, Reason::NearCopy]
+    );
+    assert_eq!((summary.kept, summary.reidentified, summary.near_copies, summary.dropped_near_copy), (1, 1, 5, 4));
+    assert_eq!(summary.copy_gate, Some(0.99));
+    assert_eq!(summary.prompts_all_dropped, vec![1]);
+    // R_reid stays the paper's (s_reid only).
+    assert!((summary.r_reid - 1.0 / 6.0).abs() < 1e-12);
+
+    // The paper's rule alone: the gate is off, and s_copy is not needed.
+    let paper = FilterRule { copy_gate: false, ..FilterRule::default() };
+    let (decisions, summary) = apply_filter(&scores, &paper).unwrap();
+    assert_eq!(decisions[0].reason, Reason::BestAlignment);
+    assert_eq!((summary.near_copies, summary.dropped_near_copy, summary.copy_gate), (0, 0, None));
+    let unscored: Vec<ScoreRecord> = scores.iter().map(|s| ScoreRecord { s_copy: None, ..s.clone() }).collect();
+    assert!(apply_filter(&unscored, &paper).is_ok());
+
+    // With the gate on, a missing or out-of-range s_copy and a bad quantile are errors naming what is wrong.
+    let err = apply_filter(&unscored, &FilterRule::default()).unwrap_err().to_string();
+    assert!(err.contains("images/p0_s0.png") && err.contains("no s_copy") && err.contains("copy_gate = false"), "{err}");
+    let err = apply_filter(&[with_copy(score(Some(0), 0, 0.1, Some(0.2)), 1.5)], &FilterRule::default()).unwrap_err().to_string();
+    assert!(err.contains("s_copy = 1.5"), "{err}");
+    for q in [0.0, -0.5, 1.01, f64::NAN] {
+        let err = apply_filter(&scores, &FilterRule { copy_quantile: q, ..FilterRule::default() }).unwrap_err().to_string();
+        assert!(err.contains("copy_quantile"), "{err}");
+    }
 }
 
 fn write_png(path: &Path, value: f32) {
@@ -134,6 +181,8 @@ fn filter_stage_writes_manifest_log_and_summary() {
             s_reid: if r.image == "images/p0_s0.png" { 0.9 } else { 0.1 },
             matched_real: "images/r0.png".into(),
             s_align: Some(if r.image.ends_with("s1.png") { 0.8 } else { 0.3 }),
+            s_copy: Some(0.2),
+            copy_match: Some("images/r1.png".into()),
         })
         .collect();
     write_scores(&dir.path().join("scores.jsonl"), &scores);
@@ -259,6 +308,10 @@ mod scoring {
             batch_size: 3,
             neighbours: 2,
             prompted_neighbours: false,
+            // These flat test images carry no structure for the pixel gate; it has its own test below.
+            copy_gate: false,
+            copy_gate_side: 16,
+            copy_gate_smoothing: 1.0,
         }
     }
 
@@ -302,6 +355,66 @@ mod scoring {
         // Missing networks are named.
         let err = score_with(&cfg, &PixelReid, None, None).unwrap_err().to_string();
         assert!(err.contains("alignment network"), "{err}");
+    }
+
+    /// A re-identification net that never recognises anyone: the failure the copy gate exists for.
+    struct BlindReid;
+    impl ReidModel for BlindReid {
+        fn embed_images(&self, images: &[Image]) -> Result<Tensor> {
+            Tensor::from_vec(vec![0f32; images.len()], &[images.len(), 1])
+        }
+        fn pair_scores(&self, a: &Tensor, _b: &Tensor) -> Result<Vec<f32>> {
+            Ok(vec![0.1; a.dims()[0]])
+        }
+    }
+
+    #[test]
+    fn score_records_s_copy_and_the_filter_drops_the_copy_a_blind_reid_net_passes() {
+        use privdistill::data::phantom::{write_phantom, PhantomConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let real =
+            write_phantom(&PhantomConfig { patients: 12, images_per_patient: 2, size: 32, seed: 5 }, &dir.path().join("real")).unwrap();
+        let strangers =
+            write_phantom(&PhantomConfig { patients: 1, images_per_patient: 1, size: 32, seed: 77 }, &dir.path().join("other")).unwrap();
+        // Prompt 3's sample 0 is its real image, smoothed and with its exposure shifted, as a memorising decoder emits it;
+        // sample 1 is an image of a patient who is not in the real set.
+        let synth_dir = dir.path().join("synth");
+        let mut copy = real.load_image(3).unwrap().gaussian_blur(0.7);
+        copy.data.iter_mut().for_each(|v| *v = (0.85 * *v + 0.08).clamp(0.0, 1.0));
+        std::fs::create_dir_all(synth_dir.join("images")).unwrap();
+        copy.save_png(&synth_dir.join("images/copy.png")).unwrap();
+        strangers.load_image(0).unwrap().save_png(&synth_dir.join("images/stranger.png")).unwrap();
+        let records: Vec<Record> = ["images/copy.png", "images/stranger.png"]
+            .iter()
+            .enumerate()
+            .map(|(j, name)| {
+                let mut r = Record::new(*name, real.records[3].patient.clone());
+                r.prompt_index = Some(3);
+                r.text = Some("No acute findings.".into());
+                r.extra.insert("sample_index".into(), (j as u64).into());
+                r
+            })
+            .collect();
+        write_manifest(&synth_dir, records);
+        let cfg = ScoreConfig { copy_gate: true, copy_gate_side: 32, ..config(dir.path()) };
+        let summary = score_with(&cfg, &BlindReid, Some(&BrightnessAlign), None).unwrap();
+        let gate = summary.copy_gate.expect("the gate was on");
+        assert_eq!((gate.side, gate.calibration_images), (32, 24));
+        let scores = privdistill::pipeline::filter::read_scores(&cfg.out).unwrap();
+        assert_eq!(scores[0].copy_match.as_deref(), Some(real.records[3].image.as_str()));
+        assert_eq!(scores[0].s_copy, Some(1.0), "{:?}", scores[0]);
+        assert!(scores[1].s_copy.unwrap() < 0.99, "{:?}", scores[1]);
+
+        let filtered = run_filter(&FilterConfig {
+            scores: cfg.out.clone(),
+            synth: synth_dir.clone(),
+            out: dir.path().join("filtered"),
+            rule: FilterRule::default(),
+        })
+        .unwrap();
+        assert_eq!((filtered.reidentified, filtered.dropped_near_copy, filtered.kept), (0, 1, 1));
+        let log = std::fs::read_to_string(dir.path().join("filtered/decisions.jsonl")).unwrap();
+        assert!(log.lines().next().unwrap().contains("\"reason\":\"near_copy\""), "{log}");
     }
 
     #[test]

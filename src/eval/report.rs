@@ -72,6 +72,15 @@ pub struct FilterCounts {
     pub s_align_mean_kept: Option<f64>,
     /// Mean s_reid of every sample.
     pub s_reid_mean_all: Option<f64>,
+    /// The copy gate's threshold on s_copy, when it was applied.
+    #[serde(default)]
+    pub copy_gate: Option<f64>,
+    /// Samples the copy gate flagged.
+    #[serde(default)]
+    pub near_copies: usize,
+    /// Samples dropped by the copy gate alone (s_reid < δ).
+    #[serde(default)]
+    pub dropped_near_copy: usize,
 }
 
 /// A dataset the report covers, with its content hash.
@@ -220,6 +229,19 @@ pub fn render_markdown(r: &Report) -> String {
             f.prompts,
             f.prompts_all_dropped.len()
         );
+        match f.copy_gate {
+            Some(q) => {
+                let _ = writeln!(
+                    s,
+                    "\nCopy gate (beyond the paper; s_copy ≥ {q}, a pixel-level near-copy of a real image): {} samples flagged, \
+                     {} of them dropped by the gate alone (s_reid < δ). R_reid counts s_reid only, as in the paper.",
+                    f.near_copies, f.dropped_near_copy
+                );
+            }
+            None => {
+                let _ = writeln!(s, "\nCopy gate off: the paper's rule alone.");
+            }
+        }
     }
     if let Some(auc) = r.reid_auc {
         let _ = writeln!(s, "\nRe-identification network: test AUC {auc:.3}.");

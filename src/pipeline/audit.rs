@@ -9,8 +9,10 @@ use crate::data::{Image, Manifest, PairSampler};
 use crate::pipeline::progress;
 use crate::pipeline::scorer_stage::create_out_dir;
 use crate::privacy::audit::{
-    audit_augmented, audit_row, near_copy_audit, Attack, AuditRow, AuditSettings, CopyOf, NearCopyAudit, PixelIndex, Rate, SampleCopyCheck,
+    audit_augmented, audit_row, near_copy_audit, rate, Attack, AuditRow, AuditSettings, CopyOf, NearCopyAudit, PixelIndex, Rate,
+    SampleCopyCheck,
 };
+use crate::privacy::copy_gate::CopyGate;
 use crate::privacy::dataset::SplitDataset;
 use crate::privacy::reid::ReidScorer;
 use crate::privacy::scorer_folder::data_error;
@@ -43,9 +45,18 @@ pub struct AuditConfig {
     pub copy_threshold: Option<f64>,
     /// Thumbnail side at which samples and real images are compared for near-copies.
     pub copy_compare_side: usize,
-    /// `score`'s output for `synthetic`: the filter's own s_reid, so "removed by the filter"
-    /// is what the filter did (otherwise: s_reid against the prompt's image).
+    /// `score`'s output for `synthetic`: the filter's own s_reid (and s_copy), so "removed by
+    /// the filter" is what the filter did (otherwise: s_reid against the prompt's image).
     pub scores: Option<PathBuf>,
+    /// Whether the filter applies the copy gate (as `filter`'s `copy_gate`); its removals then
+    /// count, from the recorded s_copy, and its false-positive rate is measured on held-out patients.
+    pub copy_gate: bool,
+    /// The copy gate's threshold on s_copy (as `filter`'s `copy_quantile`).
+    pub copy_quantile: f64,
+    /// Thumbnail side of the copy gate (as `score`'s `copy_gate_side`).
+    pub copy_gate_side: usize,
+    /// Thumbnail blur of the copy gate (as `score`'s `copy_gate_smoothing`).
+    pub copy_gate_smoothing: f64,
     /// Where the tables and the plot go.
     pub out: PathBuf,
     /// Bootstrap resamples per interval.
@@ -69,6 +80,10 @@ impl Default for AuditConfig {
             copy_threshold: None,
             copy_compare_side: 16,
             scores: None,
+            copy_gate: true,
+            copy_quantile: 0.99,
+            copy_gate_side: crate::privacy::copy_gate::DEFAULT_SIDE,
+            copy_gate_smoothing: crate::privacy::copy_gate::DEFAULT_SMOOTHING,
             out: PathBuf::from("work/audit"),
             bootstrap_resamples: 1000,
             seed: 0,
@@ -100,8 +115,14 @@ impl AuditConfig {
         if let Some(t) = self.copy_threshold.filter(|t| !(-1.0..=1.0).contains(t)) {
             return Err(Error::msg(format!("audit: copy_threshold {t} must lie in [-1, 1]")));
         }
-        if self.copy_compare_side == 0 {
-            return Err(Error::msg("audit: copy_compare_side must be at least 1"));
+        if self.copy_compare_side == 0 || self.copy_gate_side == 0 {
+            return Err(Error::msg("audit: copy_compare_side and copy_gate_side must be at least 1"));
+        }
+        if !(self.copy_gate_smoothing >= 0.0 && self.copy_gate_smoothing.is_finite()) {
+            return Err(Error::msg(format!("audit: copy_gate_smoothing {} must be a finite number ≥ 0", self.copy_gate_smoothing)));
+        }
+        if !(self.copy_quantile > 0.0 && self.copy_quantile <= 1.0) {
+            return Err(Error::msg(format!("audit: copy_quantile {} must lie in (0, 1]", self.copy_quantile)));
         }
         if self.max_images == 0 {
             return Err(Error::msg("audit: max_images must be at least 1"));
@@ -121,8 +142,24 @@ pub struct AuditSummary {
     pub rows: Vec<AuditRow>,
     /// With `synthetic`: the samples that are pixel-level near-copies of real images, and how many the filter removes.
     pub near_copies: Option<NearCopyAudit>,
+    /// With the copy gate: the fraction of held-out patients' real images (validation and test
+    /// splits) it would drop, calibrated on the training patients' images — its false-positive rate.
+    pub copy_gate_heldout: Option<GateHeldout>,
     /// Wall time.
     pub wall_seconds: f64,
+}
+
+/// The copy gate on real images of patients it was not calibrated on.
+#[derive(Clone, Debug, Serialize)]
+pub struct GateHeldout {
+    /// The threshold on s_copy.
+    pub quantile: f64,
+    /// Thumbnail side.
+    pub side: usize,
+    /// Training-split images the gate was calibrated on.
+    pub calibration_images: usize,
+    /// Fraction of held-out images with s_copy ≥ quantile (each is a new patient, so every one is a false positive).
+    pub flagged: Rate,
 }
 
 /// Runs the audit and writes its table and plot.
@@ -131,7 +168,9 @@ pub fn run(cfg: &AuditConfig) -> Result<AuditSummary> {
     cfg.validate()?;
     let scorer = ReidScorer::load(&cfg.reid)?;
     let data = SplitDataset::load(&cfg.data)?;
-    let settings = AuditSettings { delta: cfg.delta, resamples: cfg.bootstrap_resamples, seed: cfg.seed };
+    // The gate's removals can only be counted from recorded s_copy values.
+    let copy_quantile = (cfg.copy_gate && cfg.scores.is_some()).then_some(cfg.copy_quantile);
+    let settings = AuditSettings { delta: cfg.delta, resamples: cfg.bootstrap_resamples, seed: cfg.seed, copy_quantile };
     let steps = 1 + cfg.attacks.len() * cfg.strengths.len() + usize::from(cfg.synthetic.is_some());
     let bar = progress::bar(steps as u64, "audit");
     let mut rows = vec![heldout_row(&scorer, &data, settings)?];
@@ -143,7 +182,7 @@ pub fn run(cfg: &AuditConfig) -> Result<AuditSummary> {
     let mut near_copies = None;
     if let Some(dir) = &cfg.synthetic {
         let recorded = match &cfg.scores {
-            Some(path) => crate::pipeline::filter::read_scores(path)?.into_iter().map(|s| (s.image, s.s_reid)).collect(),
+            Some(path) => crate::pipeline::filter::read_scores(path)?.into_iter().map(|s| (s.image.clone(), s)).collect(),
             None => std::collections::HashMap::new(),
         };
         let (row, copies) = memorised(&scorer, &data, dir, (cfg.copy_threshold, cfg.copy_compare_side), &recorded, settings)?;
@@ -151,10 +190,18 @@ pub fn run(cfg: &AuditConfig) -> Result<AuditSummary> {
         near_copies = Some(copies);
         bar.inc(1);
     }
+    let copy_gate_heldout = if cfg.copy_gate { gate_heldout(&data, cfg, settings)? } else { None };
     bar.finish_and_clear();
 
     create_out_dir(&cfg.out)?;
-    let summary = AuditSummary { out: cfg.out.clone(), delta: cfg.delta, rows, near_copies, wall_seconds: started.elapsed().as_secs_f64() };
+    let summary = AuditSummary {
+        out: cfg.out.clone(),
+        delta: cfg.delta,
+        rows,
+        near_copies,
+        copy_gate_heldout,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
     crate::io::write_atomic_json(cfg.out.join("audit.json"), &summary)?;
     crate::io::write_atomic_bytes(cfg.out.join("audit.md"), markdown(&summary).as_bytes())?;
     plot(&summary, &cfg.out.join("audit.png"))?;
@@ -181,6 +228,24 @@ fn heldout_row(scorer: &ReidScorer, data: &SplitDataset, settings: AuditSettings
         }
     }
     audit_row("heldout", None, &positives, &negatives, settings.delta, settings.resamples, settings.seed)
+}
+
+/// The copy gate calibrated on the training split, applied to the validation and test
+/// splits' images (other patients, by the patient-level split). `None` without held-out images.
+fn gate_heldout(data: &SplitDataset, cfg: &AuditConfig, settings: AuditSettings) -> Result<Option<GateHeldout>> {
+    let heldout: Vec<usize> = data.val.iter().chain(&data.test).copied().collect();
+    if heldout.is_empty() {
+        return Ok(None);
+    }
+    let load = |i: &usize| data.manifest.load_image(*i).map_err(data_error);
+    let train = data.train.iter().map(load).collect::<Result<Vec<_>>>()?;
+    let patients: Vec<&str> = data.train.iter().map(|&i| data.manifest.records[i].patient.as_str()).collect();
+    let gate = CopyGate::build(&train, &patients, cfg.copy_gate_side, cfg.copy_gate_smoothing)
+        .map_err(|e| Error::file(&data.manifest.path, e.to_string()))?;
+    let queries = heldout.iter().map(load).collect::<Result<Vec<_>>>()?;
+    let flagged: Vec<bool> = gate.score(&queries).iter().map(|s| s.s_copy >= cfg.copy_quantile).collect();
+    let flagged = rate(&flagged, settings.resamples, settings.seed ^ 0x6761)?.expect("held-out images exist");
+    Ok(Some(GateHeldout { quantile: cfg.copy_quantile, side: cfg.copy_gate_side, calibration_images: train.len(), flagged }))
 }
 
 /// Up to `max_images` training images (a seeded choice) and, for each, an image of another training patient.
@@ -217,7 +282,7 @@ fn memorised(
     data: &SplitDataset,
     dir: &Path,
     (copy_threshold, side): (Option<f64>, usize),
-    recorded: &std::collections::HashMap<String, f64>,
+    recorded: &std::collections::HashMap<String, crate::privacy::filter::ScoreRecord>,
     settings: AuditSettings,
 ) -> Result<(AuditRow, NearCopyAudit)> {
     let synthetic = Manifest::load(dir).map_err(data_error)?;
@@ -253,9 +318,9 @@ fn memorised(
                     format!("line {}: image {} has no score in the given scores file", synthetic.lines[k], r.image),
                 )
             })?;
-            filter_scores.push(Some(*s));
+            filter_scores.push((Some(s.s_reid), s.s_copy));
         } else {
-            filter_scores.push(None);
+            filter_scores.push((None, None));
         }
         sources.push(data.manifest.load_image(p).map_err(data_error)?);
         others.push(data.manifest.load_image(other).map_err(data_error)?);
@@ -274,7 +339,7 @@ fn memorised(
         .iter()
         .zip(prompts.iter().zip(&filter_scores))
         .zip(positives.iter().zip(&against_nearest))
-        .map(|((&(j, correlation), (&p, &s_reid_filter)), (&s_prompt, &s_nearest))| SampleCopyCheck {
+        .map(|((&(j, correlation), (&p, &(s_reid_filter, s_copy_filter))), (&s_prompt, &s_nearest))| SampleCopyCheck {
             correlation,
             copy_of: if j == p {
                 CopyOf::PromptImage
@@ -286,6 +351,7 @@ fn memorised(
             s_reid_prompt: s_prompt,
             s_reid_filter,
             s_reid_nearest: s_nearest,
+            s_copy_filter,
         })
         .collect();
     let patients: Vec<&str> = records.iter().map(|r| r.patient.as_str()).collect();
@@ -322,28 +388,36 @@ pub fn markdown(summary: &AuditSummary) -> String {
     if let Some(c) = &summary.near_copies {
         s.push_str(&near_copy_markdown(c));
     }
+    if let Some(g) = &summary.copy_gate_heldout {
+        s.push_str(&gate_heldout_markdown(g));
+    }
     s
 }
 
 /// The near-copy section: how many samples copy a real image and how many the filter removes.
 fn near_copy_markdown(c: &NearCopyAudit) -> String {
-    let (_, removed) = format_rate(&c.removed);
-    let (_, nearest) = format_rate(&c.flagged_against_nearest);
-    let (_, removed_others) = format_rate(&c.removed_others);
+    let show = |r: &Option<Rate>| format_rate(r).1;
     let mean = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.3}"));
     let side = c.side;
-    let removed_source = if c.removed_from_scores { "the s_reid recorded by `score`" } else { "s_reid against the prompt's real image" };
-    format!(
+    let reid_source = if c.removed_from_scores { "the s_reid recorded by `score`" } else { "s_reid against the prompt's real image" };
+    let rule = match c.copy_quantile {
+        Some(q) => format!("{reid_source} ≥ δ, or the recorded s_copy ≥ {q} (the copy gate)"),
+        None => format!("{reid_source} ≥ δ"),
+    };
+    let mut s = format!(
         "\n## Near-copies among the memorising model's samples\n\n\
          Images are compared as {side}×{side} thumbnails minus the mean real thumbnail (Pearson correlation of the residuals). \
          A sample is a near-copy when its correlation with the most similar real image is ≥ {:.3}. \
          A real image's correlation with the most similar image of another patient has median {:.3} and maximum {:.3}; \
          the samples' correlation with their most similar real image has median {:.3} and maximum {:.3}.\n\n\
-         \"Removed by the filter\": {removed_source} ≥ δ. The other samples' removal rate is what catching the copies cost: \
+         \"Removed by the filter\": {rule}. The other samples' removal rate is what catching the copies cost: \
          a filter that drops everything catches every copy.\n\n\
-         | samples | near-copies | of the prompt's image | of the prompt's patient | of another patient | removed by the filter [95 % CI] | other samples removed [95 % CI] | flagged against the nearest real image | mean s_reid: copies / others |\n\
-         |---|---|---|---|---|---|---|---|---|\n\
-         | {} | {} | {} | {} | {} | {removed} | {removed_others} | {nearest} | {} / {} |\n",
+         | samples | near-copies | of the prompt's image | of the prompt's patient | of another patient | flagged against the nearest real image | mean s_reid: copies / others |\n\
+         |---|---|---|---|---|---|---|\n\
+         | {} | {} | {} | {} | {} | {} | {} / {} |\n\n\
+         | removed [95 % CI] | by the filter | by s_reid ≥ δ alone | by the copy gate alone |\n|---|---|---|---|\n\
+         | near-copies | {} | {} | {} |\n\
+         | other samples | {} | {} | {} |\n",
         c.threshold,
         c.distinct_real_median,
         c.distinct_real_max,
@@ -354,8 +428,38 @@ fn near_copy_markdown(c: &NearCopyAudit) -> String {
         c.of_prompt_image,
         c.of_prompt_patient,
         c.of_other_patient,
+        show(&c.flagged_against_nearest),
         mean(c.mean_s_reid_copies),
         mean(c.mean_s_reid_others),
+        show(&c.removed),
+        show(&c.removed_by_reid),
+        show(&c.removed_by_gate),
+        show(&c.removed_others),
+        show(&c.others_removed_by_reid),
+        show(&c.others_removed_by_gate),
+    );
+    if c.copy_quantile.is_none() {
+        s.push_str("\nThe copy gate was off (or no scores were given), so the filter is the paper's rule alone.\n");
+    }
+    s
+}
+
+/// The copy gate's false-positive rate on held-out patients.
+fn gate_heldout_markdown(g: &GateHeldout) -> String {
+    format!(
+        "\n## Copy gate on held-out patients\n\n\
+         Calibrated on the {} training-split images ({}×{} thumbnails); applied to the {} validation and test images, \
+         whose patients it never saw, s_copy ≥ {} flags {:.3} [{:.3}, {:.3}] of them. Each is a false positive; \
+         about {:.3} is expected by construction.\n",
+        g.calibration_images,
+        g.side,
+        g.side,
+        g.flagged.n,
+        g.quantile,
+        g.flagged.estimate.value,
+        g.flagged.estimate.lo,
+        g.flagged.estimate.hi,
+        1.0 - g.quantile,
     )
 }
 

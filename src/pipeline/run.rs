@@ -307,6 +307,9 @@ pub fn run_pipeline(cfg: &PipelineConfig, force: &[String]) -> Result<RunSummary
             batch_size: 32,
             neighbours: 5,
             prompted_neighbours: false,
+            copy_gate: true,
+            copy_gate_side: crate::privacy::copy_gate::DEFAULT_SIDE,
+            copy_gate_smoothing: crate::privacy::copy_gate::DEFAULT_SMOOTHING,
         },
         "score",
         over("score"),
@@ -336,6 +339,12 @@ pub fn run_pipeline(cfg: &PipelineConfig, force: &[String]) -> Result<RunSummary
                 summary.kept,
                 summary.dropped
             );
+            if let Some(q) = summary.copy_gate {
+                eprintln!(
+                    "{:>16}: copy gate (s_copy ≥ {q}) flagged {} samples, {} of them not re-identified",
+                    "filter", summary.near_copies, summary.dropped_near_copy
+                );
+            }
             StageOutput::summary(summary)
         })?;
     let filtered_manifest = Manifest::load(&filtered).map_err(|e| {
@@ -349,6 +358,10 @@ pub fn run_pipeline(cfg: &PipelineConfig, force: &[String]) -> Result<RunSummary
         let audit_dir = work.path("audit");
         let mut c = super::audit::AuditConfig::demo(&reid, &real, &audit_dir);
         c.delta = filter_cfg.rule.delta;
+        c.copy_gate = filter_cfg.rule.copy_gate;
+        c.copy_quantile = filter_cfg.rule.copy_quantile;
+        c.copy_gate_side = score_cfg.copy_gate_side;
+        c.copy_gate_smoothing = score_cfg.copy_gate_smoothing;
         c.seed = cfg.seed;
         let c = customise(c, "audit", over("audit"))?;
         runner.stage("audit", &c, &[("reid", &reid), ("real", &real)], &[("audit", &audit_dir)], || {

@@ -104,6 +104,15 @@ pub struct ScoreArgs {
     /// Also compare prompted samples with their nearest real images (needs --retrieval); catches copies of other patients.
     #[arg(long)]
     pub prompted_neighbours: bool,
+    /// Do not compute s_copy (the copy gate's score); `filter` then needs --no-copy-gate too.
+    #[arg(long)]
+    pub no_copy_gate: bool,
+    /// Thumbnail side at which the copy gate compares images.
+    #[arg(long, default_value_t = crate::privacy::copy_gate::DEFAULT_SIDE)]
+    pub copy_gate_side: usize,
+    /// Gaussian blur of the copy gate's thumbnails, in thumbnail pixels.
+    #[arg(long, default_value_t = crate::privacy::copy_gate::DEFAULT_SMOOTHING)]
+    pub copy_gate_smoothing: f64,
 }
 
 /// Run `score`.
@@ -118,10 +127,22 @@ pub fn score(a: &ScoreArgs) -> Result<()> {
         batch_size: a.batch_size,
         neighbours: a.neighbours,
         prompted_neighbours: a.prompted_neighbours,
+        copy_gate: !a.no_copy_gate,
+        copy_gate_side: a.copy_gate_side,
+        copy_gate_smoothing: a.copy_gate_smoothing,
     })?;
     println!("scored {} images ({} from an earlier run); mean s_reid {:.3}", s.scored, s.resumed, s.s_reid_mean);
     if let Some(m) = s.s_align_mean {
         println!("mean s_align {m:.3}");
+    }
+    if let Some(g) = &s.copy_gate {
+        println!(
+            "copy gate: {} real images, other-patient correlation median {:.3}, max {:.3}; s_copy ≥ 0.99 from correlation {}",
+            g.calibration_images,
+            g.calibration_median,
+            g.calibration_max,
+            g.threshold_q99.map_or("–".into(), |t| format!("{t:.3}"))
+        );
     }
     Ok(())
 }
@@ -144,6 +165,12 @@ pub struct FilterArgs {
     /// Samples kept per prompt (best s_align first).
     #[arg(long, default_value_t = 1)]
     pub keep_per_prompt: usize,
+    /// Apply the paper's rule only: no copy gate.
+    #[arg(long)]
+    pub no_copy_gate: bool,
+    /// The copy gate drops samples with s_copy ≥ this.
+    #[arg(long, default_value_t = 0.99)]
+    pub copy_quantile: f64,
 }
 
 /// Run `filter`.
@@ -152,7 +179,7 @@ pub fn filter(a: &FilterArgs) -> Result<()> {
         scores: a.scores.clone(),
         synth: a.synth.clone(),
         out: a.out.clone(),
-        rule: FilterRule { delta: a.delta, keep_per_prompt: a.keep_per_prompt },
+        rule: FilterRule { delta: a.delta, keep_per_prompt: a.keep_per_prompt, copy_gate: !a.no_copy_gate, copy_quantile: a.copy_quantile },
     })?;
     println!(
         "R_reid = {:.2} % ({} of {} re-identified at δ = {}); kept {}, dropped {}",
@@ -163,6 +190,9 @@ pub fn filter(a: &FilterArgs) -> Result<()> {
         s.kept,
         s.dropped
     );
+    if let Some(q) = s.copy_gate {
+        println!("copy gate (s_copy ≥ {q}): {} near-copies, {} of them dropped by the gate alone", s.near_copies, s.dropped_near_copy);
+    }
     if !s.prompts_all_dropped.is_empty() {
         println!("{} prompts lost every sample: {:?}", s.prompts_all_dropped.len(), s.prompts_all_dropped);
     }

@@ -1,13 +1,15 @@
 //! The `score` stage: every synthetic image gets s_reid (against the real
 //! image of its prompt, or the max over the real images a retrieval network
-//! finds nearest when it has no prompt) and s_align (against its prompt),
-//! written to `scores.jsonl`.
+//! finds nearest when it has no prompt), s_align (against its prompt) and,
+//! with the copy gate on, s_copy (its calibrated pixel similarity to the most
+//! similar real image, [`crate::privacy::copy_gate`]), written to `scores.jsonl`.
 //!
 //! Resumable: finished batches are appended to `scores.jsonl.part` and flushed;
 //! a rerun skips what is there (a torn last line is discarded) and the part file
 //! is renamed to `scores.jsonl` only when every image is scored.
 
 use crate::data::{Image, Manifest};
+use crate::privacy::copy_gate::CopyGate;
 use crate::privacy::filter::ScoreRecord;
 use crate::privacy::score::{AlignModel, NearestReal, ReidModel};
 use crate::{Error, Result};
@@ -43,10 +45,28 @@ pub struct ScoreConfig {
     /// sample that copies another patient's image — one with the same report, say.
     #[serde(default)]
     pub prompted_neighbours: bool,
+    /// Compute s_copy for the filter's copy gate (against every real image).
+    #[serde(default = "default_true")]
+    pub copy_gate: bool,
+    /// Thumbnail side the copy gate compares images at.
+    #[serde(default = "default_copy_side")]
+    pub copy_gate_side: usize,
+    /// Gaussian blur of the copy gate's thumbnails, in thumbnail pixels.
+    #[serde(default = "default_copy_smoothing")]
+    pub copy_gate_smoothing: f64,
 }
 
 fn default_batch() -> usize {
     32
+}
+fn default_true() -> bool {
+    true
+}
+fn default_copy_side() -> usize {
+    crate::privacy::copy_gate::DEFAULT_SIDE
+}
+fn default_copy_smoothing() -> f64 {
+    crate::privacy::copy_gate::DEFAULT_SMOOTHING
 }
 fn default_neighbours() -> usize {
     5
@@ -63,6 +83,26 @@ pub struct ScoreSummary {
     pub s_reid_mean: f64,
     /// Mean s_align over conditional samples.
     pub s_align_mean: Option<f64>,
+    /// With the copy gate: the residual correlation at which s_copy reaches 0.99, and the
+    /// median and largest other-patient correlation among the real images it was calibrated on.
+    pub copy_gate: Option<CopyGateSummary>,
+}
+
+/// How the copy gate was calibrated on the real images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CopyGateSummary {
+    /// Thumbnail side.
+    pub side: usize,
+    /// Thumbnail blur, in thumbnail pixels.
+    pub smoothing: f64,
+    /// Real images calibrated on.
+    pub calibration_images: usize,
+    /// Median other-patient correlation.
+    pub calibration_median: f64,
+    /// Correlation at which s_copy reaches 0.99.
+    pub threshold_q99: Option<f64>,
+    /// Largest other-patient correlation (s_copy = 1 at and above it).
+    pub calibration_max: f64,
 }
 
 /// The part file beside `out` that holds finished batches.
@@ -116,6 +156,12 @@ pub fn score_with(
     if cfg.batch_size == 0 || cfg.neighbours == 0 {
         return Err(Error::msg("score: batch_size and neighbours must be at least 1"));
     }
+    if cfg.copy_gate && (cfg.copy_gate_side == 0 || !(cfg.copy_gate_smoothing >= 0.0 && cfg.copy_gate_smoothing.is_finite())) {
+        return Err(Error::msg(format!(
+            "score: copy_gate_side ({}) must be at least 1 and copy_gate_smoothing ({}) a finite number ≥ 0",
+            cfg.copy_gate_side, cfg.copy_gate_smoothing
+        )));
+    }
     let real = Manifest::load(&cfg.real)?;
     let synth = Manifest::load(&cfg.synth)?;
     check_prompt_links(&real, &synth)?;
@@ -130,6 +176,17 @@ pub fn score_with(
             "score: prompted_neighbours compares samples with their nearest real images, so a retrieval network (`retrieval`) is needed",
         ));
     }
+
+    let gate = if cfg.copy_gate {
+        let images: Vec<Image> = (0..real.len()).map(|i| real.load_image(i)).collect::<std::result::Result<_, _>>()?;
+        let patients: Vec<&str> = real.records.iter().map(|r| r.patient.as_str()).collect();
+        Some(
+            CopyGate::build(&images, &patients, cfg.copy_gate_side, cfg.copy_gate_smoothing)
+                .map_err(|e| Error::file(&real.path, e.to_string()))?,
+        )
+    } else {
+        None
+    };
 
     let part = part_path(&cfg.out);
     let mut done = read_part(&part)?;
@@ -205,6 +262,7 @@ pub fn score_with(
                 align_of[b] = Some(f64::from(s));
             }
         }
+        let copy_scores = gate.as_ref().map(|g| g.score(&images));
         let mut lines = String::new();
         for (b, &i) in chunk.iter().enumerate() {
             let record = &synth.records[i];
@@ -219,6 +277,8 @@ pub fn score_with(
                 s_reid,
                 matched_real: real.records[matched].image.clone(),
                 s_align: align_of[b],
+                s_copy: copy_scores.as_ref().map(|c| c[b].s_copy),
+                copy_match: copy_scores.as_ref().map(|c| real.records[c[b].nearest].image.clone()),
             };
             lines.push_str(&serde_json::to_string(&score).map_err(|e| Error::msg(format!("score: {e}")))?);
             lines.push('\n');
@@ -239,6 +299,14 @@ pub fn score_with(
         resumed,
         s_reid_mean: done.iter().map(|s| s.s_reid).sum::<f64>() / n,
         s_align_mean: (!aligned.is_empty()).then(|| aligned.iter().sum::<f64>() / aligned.len() as f64),
+        copy_gate: gate.map(|g| CopyGateSummary {
+            side: g.side(),
+            smoothing: cfg.copy_gate_smoothing,
+            calibration_images: g.calibration().len(),
+            calibration_median: crate::eval::metrics::quantile(g.calibration(), 0.5),
+            threshold_q99: g.threshold(0.99),
+            calibration_max: g.calibration().last().copied().unwrap_or(f64::NAN),
+        }),
     })
 }
 

@@ -17,11 +17,11 @@
 //!
 //! Each rate comes with a percentile-bootstrap 95 % interval.
 
+pub use super::pixel_index::PixelIndex;
 use super::reid::ReidScorer;
 use crate::data::Image;
 use crate::eval::metrics::{bootstrap_ci, Estimate};
 use crate::{Result, Rng};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// An image transformation a near-duplicate may have undergone.
@@ -203,6 +203,8 @@ pub struct AuditSettings {
     pub resamples: usize,
     /// Seeds the attacks' noise and the bootstrap.
     pub seed: u64,
+    /// The copy gate's threshold on s_copy when the filter applies the gate (`None`: the paper's rule only).
+    pub copy_quantile: Option<f64>,
 }
 
 /// Audits the filter on augmented copies: each image of `originals` against its
@@ -218,7 +220,7 @@ pub fn audit_augmented(
     settings: AuditSettings,
     mut progress: impl FnMut(),
 ) -> Result<Vec<AuditRow>> {
-    let AuditSettings { delta, resamples, seed } = settings;
+    let AuditSettings { delta, resamples, seed, .. } = settings;
     let original_emb = scorer.embed(originals)?;
     let other_emb = scorer.embed(others)?;
     let mut rows = Vec::new();
@@ -235,114 +237,6 @@ pub fn audit_augmented(
         }
     }
     Ok(rows)
-}
-
-/// Pixel-space nearest neighbours among real images, independent of the
-/// re-identification network: the ground truth of "is this sample a copy?"
-/// that the filter is audited against.
-///
-/// Chest X-rays all look alike — two patients' raw pixels correlate at 0.85 —
-/// so images are compared on what sets them apart: each is reduced to a small
-/// grey thumbnail (`side`×`side`, which also forgives the autoencoder's blur),
-/// the mean thumbnail of the real images is subtracted, and the residuals'
-/// Pearson correlation is the similarity. A copy that only differs in
-/// brightness or contrast still scores near 1.
-pub struct PixelIndex {
-    side: usize,
-    mean: Vec<f32>,
-    residuals: Vec<Vec<f32>>,
-}
-
-impl PixelIndex {
-    /// Index `references` at `side`×`side` (16 is a good choice for 32–256 px X-rays).
-    pub fn new(references: &[Image], side: usize) -> Result<PixelIndex> {
-        if references.is_empty() || side == 0 {
-            return Err(crate::Error::msg("pixel index: needs reference images and a side ≥ 1"));
-        }
-        let thumbnails: Vec<Vec<f32>> = references.par_iter().map(|img| thumbnail(img, side)).collect();
-        let mut mean = vec![0f32; side * side];
-        for t in &thumbnails {
-            mean.iter_mut().zip(t).for_each(|(m, v)| *m += v / thumbnails.len() as f32);
-        }
-        let residuals = thumbnails.iter().map(|t| standardised_residual(t, &mean)).collect();
-        Ok(PixelIndex { side, mean, residuals })
-    }
-
-    /// Reference images indexed.
-    pub fn len(&self) -> usize {
-        self.residuals.len()
-    }
-
-    /// Whether the index is empty (never, once built).
-    pub fn is_empty(&self) -> bool {
-        self.residuals.is_empty()
-    }
-
-    /// The most similar reference of each image: `(index, correlation)`.
-    pub fn nearest(&self, images: &[Image]) -> Vec<(usize, f64)> {
-        images
-            .par_iter()
-            .map(|img| {
-                let q = standardised_residual(&thumbnail(img, self.side), &self.mean);
-                self.most_similar(&q, |_| true)
-            })
-            .collect()
-    }
-
-    /// For every reference, its correlation with the most similar reference of
-    /// another patient (`patients[i]` is reference i's): how alike two patients'
-    /// images can be. A near-copy threshold must sit above these.
-    pub fn nearest_other_patient(&self, patients: &[&str]) -> Vec<f64> {
-        (0..self.len()).into_par_iter().map(|i| self.most_similar(&self.residuals[i], |j| patients[j] != patients[i]).1).collect()
-    }
-
-    fn most_similar(&self, q: &[f32], eligible: impl Fn(usize) -> bool) -> (usize, f64) {
-        let n = q.len() as f64;
-        let mut best = (usize::MAX, f64::NEG_INFINITY);
-        for (j, r) in self.residuals.iter().enumerate() {
-            if !eligible(j) {
-                continue;
-            }
-            let corr = q.iter().zip(r).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() / n;
-            if corr > best.1 {
-                best = (j, corr);
-            }
-        }
-        best
-    }
-}
-
-/// Grey pixels averaged down (box filter) to `side`×`side`.
-fn thumbnail(img: &Image, side: usize) -> Vec<f32> {
-    let grey: Vec<f32> = img.data.chunks(img.channels).map(|px| px.iter().sum::<f32>() / px.len() as f32).collect();
-    let mut out = vec![0f32; side * side];
-    let mut counts = vec![0u32; side * side];
-    for y in 0..img.height {
-        for x in 0..img.width {
-            let at = (y * side / img.height) * side + x * side / img.width;
-            out[at] += grey[y * img.width + x];
-            counts[at] += 1;
-        }
-    }
-    // A thumbnail larger than the image leaves cells empty: fill them from the nearest pixel.
-    for (at, (v, c)) in out.iter_mut().zip(&counts).enumerate() {
-        *v = if *c > 0 {
-            *v / *c as f32
-        } else {
-            let (ty, tx) = (at / side, at % side);
-            grey[(ty * img.height / side) * img.width + tx * img.width / side]
-        };
-    }
-    out
-}
-
-/// `t − mean`, shifted and scaled to zero mean and unit variance.
-fn standardised_residual(t: &[f32], mean: &[f32]) -> Vec<f32> {
-    let r: Vec<f32> = t.iter().zip(mean).map(|(a, m)| a - m).collect();
-    let n = r.len() as f32;
-    let mu = r.iter().sum::<f32>() / n;
-    let std = (r.iter().map(|v| (v - mu).powi(2)).sum::<f32>() / n).sqrt().max(1e-6);
-    r.iter().map(|v| (v - mu) / std).collect()
 }
 
 /// Whose image a near-copy reproduces, relative to the prompt it was sampled for.
@@ -371,6 +265,8 @@ pub struct SampleCopyCheck {
     pub s_reid_filter: Option<f64>,
     /// s_reid against the most similar real image.
     pub s_reid_nearest: f32,
+    /// The copy gate's s_copy recorded by `score`, if known.
+    pub s_copy_filter: Option<f64>,
 }
 
 /// Does the filter remove the samples that really are copies of real images?
@@ -401,12 +297,23 @@ pub struct NearCopyAudit {
     /// Near-copies of another patient's image.
     pub of_other_patient: usize,
     /// Fraction of near-copies the filter removes: its recorded s_reid ≥ δ (or, with no
-    /// scores given, s_reid against the prompt's image ≥ δ).
+    /// scores given, s_reid against the prompt's image ≥ δ), or, with the copy gate,
+    /// its recorded s_copy ≥ the gate's quantile.
     pub removed: Option<Rate>,
     /// Fraction of the other samples (below the threshold) the filter removes, by the same
     /// rule. A filter that removes every sample removes every copy too; this says what the
     /// copy removal cost.
     pub removed_others: Option<Rate>,
+    /// The copy gate's threshold on s_copy, when the filter applied it.
+    pub copy_quantile: Option<f64>,
+    /// Of the near-copies: the fraction the re-identification rule alone (s_reid ≥ δ) removes.
+    pub removed_by_reid: Option<Rate>,
+    /// Of the near-copies: the fraction the copy gate alone removes (`None` without the gate).
+    pub removed_by_gate: Option<Rate>,
+    /// Of the other samples: the fraction the re-identification rule alone removes.
+    pub others_removed_by_reid: Option<Rate>,
+    /// Of the other samples: the fraction the copy gate alone removes (`None` without the gate).
+    pub others_removed_by_gate: Option<Rate>,
     /// Whether `removed` comes from the filter's recorded scores (`scores.jsonl`).
     pub removed_from_scores: bool,
     /// Fraction of near-copies flagged when scored against their most similar real image instead.
@@ -419,7 +326,9 @@ pub struct NearCopyAudit {
 
 /// Summarises per-sample checks: which samples are near-copies (correlation ≥
 /// `threshold`, or without one ≥ the largest of `distinct_real`) and how many
-/// of them the filter's rule s_reid ≥ δ removes. `side` is recorded as given.
+/// of them the filter's rule — s_reid ≥ δ, or with the copy gate
+/// (`settings.copy_quantile`) also s_copy ≥ its quantile — removes. `side` is
+/// recorded as given. With the gate on, every check needs its recorded s_copy.
 pub fn near_copy_audit(
     checks: &[SampleCopyCheck],
     distinct_real: &[f64],
@@ -439,9 +348,17 @@ pub fn near_copy_audit(
     let median = |v: &[f64]| if v.is_empty() { f64::NAN } else { crate::eval::metrics::quantile(v, 0.5) };
     let copies: Vec<&SampleCopyCheck> = checks.iter().filter(|c| c.correlation >= threshold).collect();
     let count = |kind: CopyOf| copies.iter().filter(|c| c.copy_of == kind).count();
-    let filter_removes = |c: &SampleCopyCheck| c.s_reid_filter.unwrap_or(c.s_reid_prompt as f64) >= settings.delta;
-    let removed: Vec<bool> = copies.iter().map(|c| filter_removes(c)).collect();
-    let removed_others: Vec<bool> = checks.iter().filter(|c| c.correlation < threshold).map(filter_removes).collect();
+    if settings.copy_quantile.is_some() && checks.iter().any(|c| c.s_copy_filter.is_none()) {
+        return Err(crate::Error::msg("near-copy audit: the copy gate is on but some samples have no recorded s_copy (rescore them)"));
+    }
+    let reid_removes = |c: &SampleCopyCheck| c.s_reid_filter.unwrap_or(c.s_reid_prompt as f64) >= settings.delta;
+    let gate_removes = |c: &SampleCopyCheck| settings.copy_quantile.is_some_and(|q| c.s_copy_filter.is_some_and(|s| s >= q));
+    let filter_removes = |c: &SampleCopyCheck| reid_removes(c) || gate_removes(c);
+    let others: Vec<&SampleCopyCheck> = checks.iter().filter(|c| c.correlation < threshold).collect();
+    let rate_of = |set: &[&SampleCopyCheck], rule: &dyn Fn(&SampleCopyCheck) -> bool, salt: u64| {
+        rate(&set.iter().map(|c| rule(c)).collect::<Vec<_>>(), settings.resamples, settings.seed ^ salt)
+    };
+    let gate_on = settings.copy_quantile.is_some();
     let removed_from_scores = !checks.is_empty() && checks.iter().all(|c| c.s_reid_filter.is_some());
     let flagged: Vec<bool> = copies.iter().map(|c| c.s_reid_nearest as f64 >= settings.delta).collect();
     let mean = |scores: Vec<f32>| (!scores.is_empty()).then(|| scores.iter().map(|&s| s as f64).sum::<f64>() / scores.len() as f64);
@@ -457,8 +374,13 @@ pub fn near_copy_audit(
         of_prompt_image: count(CopyOf::PromptImage),
         of_prompt_patient: count(CopyOf::PromptPatient),
         of_other_patient: count(CopyOf::OtherPatient),
-        removed: rate(&removed, settings.resamples, settings.seed ^ 0x6e63)?,
-        removed_others: rate(&removed_others, settings.resamples, settings.seed ^ 0x6e65)?,
+        removed: rate_of(&copies, &filter_removes, 0x6e63)?,
+        removed_others: rate_of(&others, &filter_removes, 0x6e65)?,
+        copy_quantile: settings.copy_quantile,
+        removed_by_reid: rate_of(&copies, &reid_removes, 0x6e66)?,
+        removed_by_gate: if gate_on { rate_of(&copies, &gate_removes, 0x6e67)? } else { None },
+        others_removed_by_reid: rate_of(&others, &reid_removes, 0x6e68)?,
+        others_removed_by_gate: if gate_on { rate_of(&others, &gate_removes, 0x6e69)? } else { None },
         removed_from_scores,
         flagged_against_nearest: rate(&flagged, settings.resamples, settings.seed ^ 0x6e64)?,
         mean_s_reid_copies: mean(copies.iter().map(|c| c.s_reid_prompt).collect()),

@@ -2,6 +2,11 @@
 //! re-identification score reaches δ, then keep, per prompt, the sample(s)
 //! whose image–text alignment is highest. Every sample gets a decision and a
 //! reason, and a prompt that loses all its samples is reported, not lost.
+//!
+//! Beyond the paper, the copy gate ([`super::copy_gate`]) also drops a sample
+//! whose calibrated pixel similarity to a real image reaches `copy_quantile`
+//! (on by default; `copy_gate = false` gives the paper's rule exactly).
+//! R_reid stays the paper's: the share of samples with s_reid ≥ δ.
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -24,6 +29,13 @@ pub struct ScoreRecord {
     pub matched_real: String,
     /// Cosine similarity of the image's and the prompt's embeddings; `None` when unconditional.
     pub s_align: Option<f64>,
+    /// The copy gate's calibrated pixel similarity to the most similar real image, in [0, 1]
+    /// (see [`super::copy_gate`]); `None` when scored without the gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s_copy: Option<f64>,
+    /// The real image most similar in pixels, relative to the real dataset folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_match: Option<String>,
 }
 
 /// Filter settings.
@@ -34,11 +46,15 @@ pub struct FilterRule {
     pub delta: f64,
     /// How many samples to keep per prompt, best `s_align` first (the paper: 1).
     pub keep_per_prompt: usize,
+    /// Also drop samples with `s_copy ≥ copy_quantile` (not in the paper; see [`super::copy_gate`]).
+    pub copy_gate: bool,
+    /// The copy gate's threshold on `s_copy`: about the share of new patients' real images it would pass.
+    pub copy_quantile: f64,
 }
 
 impl Default for FilterRule {
     fn default() -> Self {
-        FilterRule { delta: 0.5, keep_per_prompt: 1 }
+        FilterRule { delta: 0.5, keep_per_prompt: 1, copy_gate: true, copy_quantile: 0.99 }
     }
 }
 
@@ -51,7 +67,23 @@ impl FilterRule {
         if self.keep_per_prompt == 0 {
             return Err(Error::msg("filter: keep_per_prompt must be at least 1"));
         }
+        if !(self.copy_quantile > 0.0 && self.copy_quantile <= 1.0) {
+            return Err(Error::msg(format!(
+                "filter: copy_quantile = {} must lie in (0, 1] (s_copy is a calibrated fraction)",
+                self.copy_quantile
+            )));
+        }
         Ok(())
+    }
+
+    /// Whether the copy gate drops this sample.
+    pub fn is_near_copy(&self, score: &ScoreRecord) -> bool {
+        self.copy_gate && score.s_copy.is_some_and(|c| c >= self.copy_quantile)
+    }
+
+    /// Whether the rule drops this sample before any ranking: re-identified, or a near-copy.
+    pub fn drops(&self, score: &ScoreRecord) -> bool {
+        score.s_reid >= self.delta || self.is_near_copy(score)
     }
 }
 
@@ -61,11 +93,13 @@ impl FilterRule {
 pub enum Reason {
     /// `s_reid ≥ δ`: the sample re-identifies its patient.
     Reidentified,
-    /// Passed the re-identification check and ranks within the top k of its prompt by `s_align`.
+    /// `s_reid < δ` but `s_copy ≥ copy_quantile`: a pixel-level near-copy of a real image.
+    NearCopy,
+    /// Passed the privacy checks and ranks within the top k of its prompt by `s_align`.
     BestAlignment,
-    /// Passed the re-identification check but another sample of the prompt aligns better.
+    /// Passed the privacy checks but another sample of the prompt aligns better.
     Outranked,
-    /// Unconditional sample that passed the re-identification check (no alignment ranking applies).
+    /// Unconditional sample that passed the privacy checks (no alignment ranking applies).
     UnconditionalPassed,
 }
 
@@ -96,13 +130,19 @@ pub struct FilterSummary {
     pub reidentified: usize,
     /// Re-identification ratio R_reid = reidentified / generated.
     pub r_reid: f64,
+    /// Whether the copy gate was applied, and its threshold on `s_copy`.
+    pub copy_gate: Option<f64>,
+    /// Samples with `s_copy ≥ copy_quantile` (whether or not also re-identified); 0 without the gate.
+    pub near_copies: usize,
+    /// Samples dropped by the copy gate alone (`s_reid < δ`).
+    pub dropped_near_copy: usize,
     /// Samples kept.
     pub kept: usize,
-    /// Samples dropped (re-identified or outranked).
+    /// Samples dropped (re-identified, near-copy or outranked).
     pub dropped: usize,
     /// Distinct prompts among the samples.
     pub prompts: usize,
-    /// Prompts all of whose samples were re-identified: they contribute nothing to the filtered set.
+    /// Prompts all of whose samples were dropped by the rule: they contribute nothing to the filtered set.
     pub prompts_all_dropped: Vec<u64>,
     /// Mean `s_reid` over all samples.
     pub s_reid_mean_all: f64,
@@ -129,6 +169,18 @@ pub fn apply_filter(scores: &[ScoreRecord], rule: &FilterRule) -> Result<(Vec<De
         if s.prompt_index.is_some() && s.s_align.is_none() {
             return Err(Error::msg(format!("filter: {}: conditional sample without s_align", s.image)));
         }
+        match s.s_copy {
+            Some(c) if !(0.0..=1.0).contains(&c) => {
+                return Err(Error::msg(format!("filter: {}: s_copy = {c} is not a fraction in [0, 1]", s.image)));
+            }
+            None if rule.copy_gate => {
+                return Err(Error::msg(format!(
+                    "filter: {}: no s_copy — the scores were written without the copy gate; rescore, or set copy_gate = false",
+                    s.image
+                )));
+            }
+            _ => {}
+        }
         if !seen.insert((s.prompt_index, s.sample_index, s.image.as_str())) {
             return Err(Error::msg(format!("filter: {}: scored twice", s.image)));
         }
@@ -137,9 +189,9 @@ pub fn apply_filter(scores: &[ScoreRecord], rule: &FilterRule) -> Result<(Vec<De
     let mut decisions: Vec<Option<Decision>> = vec![None; scores.len()];
     let mut by_prompt: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     for (i, s) in scores.iter().enumerate() {
-        let passed = s.s_reid < rule.delta;
         match s.prompt_index {
-            _ if !passed => decisions[i] = Some(decide(s, false, Reason::Reidentified, None)),
+            _ if s.s_reid >= rule.delta => decisions[i] = Some(decide(s, false, Reason::Reidentified, None)),
+            _ if rule.is_near_copy(s) => decisions[i] = Some(decide(s, false, Reason::NearCopy, None)),
             None => decisions[i] = Some(decide(s, true, Reason::UnconditionalPassed, None)),
             Some(p) => by_prompt.entry(p).or_default().push(i),
         }
@@ -164,6 +216,7 @@ pub fn apply_filter(scores: &[ScoreRecord], rule: &FilterRule) -> Result<(Vec<De
     let all_prompts: std::collections::BTreeSet<u64> = scores.iter().filter_map(|s| s.prompt_index).collect();
     let prompts_all_dropped: Vec<u64> = all_prompts.iter().copied().filter(|p| !by_prompt.contains_key(p)).collect();
     let reidentified = decisions.iter().filter(|d| d.reason == Reason::Reidentified).count();
+    let dropped_near_copy = decisions.iter().filter(|d| d.reason == Reason::NearCopy).count();
     let kept = decisions.iter().filter(|d| d.kept).count();
     let summary = FilterSummary {
         delta: rule.delta,
@@ -171,6 +224,9 @@ pub fn apply_filter(scores: &[ScoreRecord], rule: &FilterRule) -> Result<(Vec<De
         generated: scores.len(),
         reidentified,
         r_reid: if scores.is_empty() { 0.0 } else { reidentified as f64 / scores.len() as f64 },
+        copy_gate: rule.copy_gate.then_some(rule.copy_quantile),
+        near_copies: scores.iter().filter(|s| rule.is_near_copy(s)).count(),
+        dropped_near_copy,
         kept,
         dropped: scores.len() - kept,
         prompts: all_prompts.len(),
