@@ -1,11 +1,15 @@
 //! What the scorer stages (`train-reid`, `train-retrieval`, `train-align`,
-//! `audit`) share at the command line: the arguments that pick a config (the
+//! `audit`) share: at the command line, the arguments that pick a config (the
 //! default, the demo preset, or a TOML file, then `--set` overrides and the
-//! paths), and writing the summary to the folder's `metrics.json`.
+//! paths); in training, the epoch bookkeeping ([`EpochRun`]).
 
+use crate::io::CheckpointMeta;
+use crate::nn::{AdamW, ParamStore};
+use crate::privacy::scorer_folder::{self, EarlyStopping, CHECKPOINT_FILE};
 use crate::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// Command-line arguments of a scorer stage.
@@ -101,4 +105,172 @@ fn one_line(msg: &str) -> String {
 /// Creates the output folder (and its parents).
 pub fn create_out_dir(out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))
+}
+
+/// The epoch bookkeeping the scorer trainers share: resuming from the output
+/// folder's checkpoint (refusing one trained with a different architecture or
+/// input), the validation history, early stopping, and a checkpoint after
+/// every epoch, so an interrupted run continues exactly where it stopped.
+pub struct EpochRun {
+    checkpoint: PathBuf,
+    config: serde_json::Value,
+    metric: &'static str,
+    /// Early stopping on the validation metric.
+    pub stopping: EarlyStopping,
+    /// The validation metric of every finished epoch.
+    pub history: Vec<f64>,
+    /// The mean training loss of every finished epoch, for trainers that report it.
+    pub train_loss: Vec<f64>,
+    /// The first epoch this run trains: 0, or where a resumed run stopped.
+    pub first_epoch: usize,
+}
+
+impl EpochRun {
+    /// Opens the bookkeeping of a stage writing to `out` with config `cfg`, whose
+    /// validation metric is saved under `metric`. With `resume` and a checkpoint in
+    /// `out`, the weights, optimizer and early-stopping state are restored, unless the
+    /// checkpoint's config differs from `cfg` in one of the keys `must_match`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        out: &Path,
+        cfg: &impl Serialize,
+        resume: bool,
+        patience: usize,
+        metric: &'static str,
+        must_match: &[&str],
+        store: &ParamStore,
+        optimizer: &mut AdamW,
+    ) -> Result<EpochRun> {
+        create_out_dir(out)?;
+        let config = serde_json::to_value(cfg).map_err(|e| Error::msg(e.to_string()))?;
+        let mut run = EpochRun {
+            checkpoint: out.join(CHECKPOINT_FILE),
+            config,
+            metric,
+            stopping: EarlyStopping::new(patience),
+            history: Vec::new(),
+            train_loss: Vec::new(),
+            first_epoch: 0,
+        };
+        if resume && run.checkpoint.is_file() {
+            let meta = scorer_folder::load_checkpoint(&run.checkpoint, store, optimizer, &mut run.stopping)?;
+            if let Some(key) = must_match.iter().find(|k| meta.config.get(**k) != run.config.get(**k)) {
+                return Err(Error::file(
+                    &run.checkpoint,
+                    format!("the checkpoint was trained with another `{key}` — remove it or use the same config"),
+                ));
+            }
+            let series = |name: &str| serde_json::from_value(meta.extra.get(name).cloned().unwrap_or_default()).unwrap_or_default();
+            run.first_epoch = meta.epoch as usize;
+            run.history = series(metric);
+            run.train_loss = series("train_loss");
+        }
+        Ok(run)
+    }
+
+    /// The epochs left to train: none if the resumed run had already stopped early.
+    pub fn epochs(&self, max_epochs: usize) -> Range<usize> {
+        let stopped = self.stopping.best.is_some() && self.stopping.stale >= self.stopping.patience;
+        self.first_epoch..if stopped { self.first_epoch } else { max_epochs }
+    }
+
+    /// Records epoch `epoch`'s validation value (and mean training loss, if the trainer
+    /// tracks one), saves the checkpoint, and says whether to stop early.
+    pub fn end_epoch(
+        &mut self,
+        epoch: usize,
+        steps_per_epoch: usize,
+        value: f64,
+        train_loss: Option<f64>,
+        store: &ParamStore,
+        optimizer: &AdamW,
+    ) -> Result<bool> {
+        self.history.push(value);
+        self.train_loss.extend(train_loss);
+        let stop = self.stopping.update(epoch + 1, value, store)?;
+        let mut meta = CheckpointMeta {
+            step: ((epoch + 1) * steps_per_epoch) as u64,
+            epoch: (epoch + 1) as u64,
+            config: self.config.clone(),
+            ..Default::default()
+        };
+        meta.extra.insert("early_stopping".into(), self.stopping.to_json());
+        meta.extra.insert(self.metric.into(), serde_json::json!(self.history));
+        if train_loss.is_some() {
+            meta.extra.insert("train_loss".into(), serde_json::json!(self.train_loss));
+        }
+        scorer_folder::save_checkpoint(&self.checkpoint, store, optimizer, &self.stopping, meta)?;
+        Ok(stop)
+    }
+
+    /// Puts the best epoch's weights back into `store`.
+    pub fn restore_best(&self, store: &ParamStore) -> Result<()> {
+        self.stopping.restore_best(store)
+    }
+
+    /// Removes the checkpoint once the finished network is saved.
+    pub fn remove_checkpoint(&self) -> Result<()> {
+        if self.checkpoint.exists() {
+            std::fs::remove_file(&self.checkpoint).map_err(|e| Error::io(&self.checkpoint, e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::{AdamWConfig, Init};
+    use crate::{DType, Device};
+
+    #[derive(Serialize)]
+    struct Cfg {
+        image_size: usize,
+        lr: f64,
+    }
+
+    fn store() -> (ParamStore, AdamW) {
+        let store = ParamStore::new(DType::F32, Device::Cpu, 0);
+        store.root().var("w", &[3], Init::Const(1.0)).unwrap();
+        let optimizer = AdamW::new(store.trainable_parameters(), AdamWConfig::default()).unwrap();
+        (store, optimizer)
+    }
+
+    #[test]
+    fn an_interrupted_run_resumes_with_its_history_and_refuses_another_architecture() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Cfg { image_size: 32, lr: 1e-3 };
+        let (s, mut opt) = store();
+        let mut run = EpochRun::open(dir.path(), &cfg, true, 2, "val_auc", &["image_size"], &s, &mut opt).unwrap();
+        assert_eq!((run.first_epoch, run.epochs(5)), (0, 0..5));
+        assert!(!run.end_epoch(0, 10, 0.6, Some(0.9), &s, &opt).unwrap());
+        assert!(!run.end_epoch(1, 10, 0.7, Some(0.8), &s, &opt).unwrap());
+        drop(run); // interrupted here: the checkpoint stays
+
+        // A fresh process resumes after epoch 2 with the histories and the early-stopping state.
+        let (s, mut opt) = store();
+        let mut run = EpochRun::open(dir.path(), &cfg, true, 2, "val_auc", &["image_size"], &s, &mut opt).unwrap();
+        assert_eq!((run.first_epoch, run.epochs(5)), (2, 2..5));
+        assert_eq!((run.history.clone(), run.train_loss.clone()), (vec![0.6, 0.7], vec![0.9, 0.8]));
+        assert_eq!(run.stopping.best_epoch, 2);
+        // Two epochs without improvement: stop; a resumed run then trains no more epochs.
+        assert!(!run.end_epoch(2, 10, 0.65, Some(0.7), &s, &opt).unwrap());
+        assert!(run.end_epoch(3, 10, 0.5, Some(0.6), &s, &opt).unwrap());
+        let (s, mut opt) = store();
+        let run = EpochRun::open(dir.path(), &cfg, true, 2, "val_auc", &["image_size"], &s, &mut opt).unwrap();
+        assert!(run.epochs(5).is_empty());
+
+        // Without `resume` the checkpoint is ignored; with another image size it is refused, naming the key.
+        let fresh = EpochRun::open(dir.path(), &cfg, false, 2, "val_auc", &["image_size"], &s, &mut opt).unwrap();
+        assert_eq!((fresh.first_epoch, fresh.history.len()), (0, 0));
+        let other = Cfg { image_size: 64, ..cfg };
+        let err = EpochRun::open(dir.path(), &other, true, 2, "val_auc", &["image_size"], &s, &mut opt).err().expect("refused");
+        assert!(err.to_string().contains("`image_size`"), "{err}");
+        // Only the keys named must match: another learning rate resumes unless `lr` is one of them.
+        let new_lr = Cfg { lr: 5e-4, image_size: 32 };
+        assert!(EpochRun::open(dir.path(), &new_lr, true, 2, "val_auc", &["image_size"], &s, &mut opt).is_ok());
+        assert!(EpochRun::open(dir.path(), &new_lr, true, 2, "val_auc", &["lr"], &s, &mut opt).is_err());
+        run.remove_checkpoint().unwrap();
+        assert!(!dir.path().join(CHECKPOINT_FILE).exists());
+    }
 }

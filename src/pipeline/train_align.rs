@@ -12,16 +12,15 @@
 
 use crate::data::{Augment, Image, Split};
 use crate::eval::metrics::{roc_auc, roc_auc_ci, Estimate};
-use crate::io::CheckpointMeta;
 use crate::models::align::AlignConfig;
 use crate::models::bert::BertConfig;
 use crate::models::resnet::ResNetConfig;
 use crate::nn::{AdamW, AdamWConfig, Optimizer};
 use crate::pipeline::progress;
-use crate::pipeline::scorer_stage::create_out_dir;
+use crate::pipeline::scorer_stage::EpochRun;
 use crate::privacy::align::{bert_config, AlignFolderConfig, AlignScorer, TextSpec};
 use crate::privacy::dataset::{ImageBank, SplitDataset};
-use crate::privacy::scorer_folder::{self, EarlyStopping, InputSpec, ScorerKind, CHECKPOINT_FILE, METRICS_FILE};
+use crate::privacy::scorer_folder::{self, InputSpec, ScorerKind, METRICS_FILE};
 use crate::{no_grad, Error, Result, Rng};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -298,34 +297,23 @@ pub fn run(cfg: &TrainAlignConfig) -> Result<TrainAlignSummary> {
     let pretrained = load_pretrained(cfg, &scorer)?;
     let adam = AdamWConfig { lr: cfg.lr, weight_decay: cfg.weight_decay, ..Default::default() };
     let mut optimizer = AdamW::new(scorer.store().trainable_parameters(), adam)?;
-    let mut stopping = EarlyStopping::new(cfg.patience);
-    create_out_dir(&cfg.out)?;
-    let checkpoint = cfg.out.join(CHECKPOINT_FILE);
-    let config_json = serde_json::to_value(cfg).map_err(|e| Error::msg(e.to_string()))?;
-    let (mut first_epoch, mut val_history, mut loss_history) = (0usize, Vec::new(), Vec::new());
-    if cfg.resume && checkpoint.is_file() {
-        let meta = scorer_folder::load_checkpoint(&checkpoint, scorer.store(), &mut optimizer, &mut stopping)?;
-        for key in ["image_backbone", "text_encoder", "projection_dim", "image_size"] {
-            if meta.config.get(key) != config_json.get(key) {
-                return Err(Error::file(
-                    &checkpoint,
-                    format!("the checkpoint was trained with another `{key}` — remove it or use the same config"),
-                ));
-            }
-        }
-        first_epoch = meta.epoch as usize;
-        val_history = serde_json::from_value(meta.extra.get("val_auc").cloned().unwrap_or_default()).unwrap_or_default();
-        loss_history = serde_json::from_value(meta.extra.get("train_loss").cloned().unwrap_or_default()).unwrap_or_default();
-    }
+    let mut run = EpochRun::open(
+        &cfg.out,
+        cfg,
+        cfg.resume,
+        cfg.patience,
+        "val_auc",
+        &["image_backbone", "text_encoder", "projection_dim", "image_size"],
+        scorer.store(),
+        &mut optimizer,
+    )?;
 
     let augment = cfg.augment.then(Augment::chest_xray);
     let steps_per_epoch = train.len() / cfg.batch_size;
     let bar = progress::bar((cfg.max_epochs * steps_per_epoch) as u64, "train-align");
-    bar.set_position((first_epoch * steps_per_epoch) as u64);
-    let mut epochs_run = first_epoch;
-    let already_stopped = stopping.best.is_some() && stopping.stale >= stopping.patience;
-    let last_epoch = if already_stopped { first_epoch } else { cfg.max_epochs };
-    for epoch in first_epoch..last_epoch {
+    bar.set_position((run.first_epoch * steps_per_epoch) as u64);
+    let mut epochs_run = run.first_epoch;
+    for epoch in run.epochs(cfg.max_epochs) {
         let epoch_rng = Rng::new(cfg.seed).fork(1 + epoch as u64);
         let mut order = train.clone();
         epoch_rng.fork(0).shuffle(&mut order);
@@ -353,44 +341,30 @@ pub fn run(cfg: &TrainAlignConfig) -> Result<TrainAlignSummary> {
             bar.inc(1);
             bar.set_message(format!("epoch {} loss {value:.4}", epoch + 1));
         }
-        loss_history.push(loss_sum / steps_per_epoch.max(1) as f64);
+        let mean_loss = loss_sum / steps_per_epoch.max(1) as f64;
         let val = evaluate(&scorer, &data, &bank, data.indices(Split::Val), 0, cfg.seed)?;
-        val_history.push(val.auc.value);
         epochs_run = epoch + 1;
-        let stop = stopping.update(epoch + 1, val.auc.value, scorer.store())?;
-        let mut meta = CheckpointMeta {
-            step: ((epoch + 1) * steps_per_epoch) as u64,
-            epoch: (epoch + 1) as u64,
-            config: config_json.clone(),
-            ..Default::default()
-        };
-        meta.extra.insert("early_stopping".into(), stopping.to_json());
-        meta.extra.insert("val_auc".into(), serde_json::json!(val_history));
-        meta.extra.insert("train_loss".into(), serde_json::json!(loss_history));
-        scorer_folder::save_checkpoint(&checkpoint, scorer.store(), &optimizer, &stopping, meta)?;
-        if stop {
+        if run.end_epoch(epoch, steps_per_epoch, val.auc.value, Some(mean_loss), scorer.store(), &optimizer)? {
             break;
         }
     }
     bar.finish_and_clear();
-    stopping.restore_best(scorer.store())?;
+    run.restore_best(scorer.store())?;
 
     let test = evaluate(&scorer, &data, &bank, data.indices(Split::Test), cfg.bootstrap_resamples, cfg.seed)?;
     scorer.save(&cfg.out)?;
     let summary = TrainAlignSummary {
         out: cfg.out.clone(),
         epochs: epochs_run,
-        best_epoch: stopping.best_epoch,
-        train_loss: loss_history,
-        val_auc: val_history,
+        best_epoch: run.stopping.best_epoch,
+        train_loss: run.train_loss.clone(),
+        val_auc: run.history.clone(),
         train_pairs: train.len(),
         test,
         pretrained,
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     crate::io::write_atomic_json(cfg.out.join(METRICS_FILE), &summary)?;
-    if checkpoint.exists() {
-        std::fs::remove_file(&checkpoint).map_err(|e| Error::io(&checkpoint, e))?;
-    }
+    run.remove_checkpoint()?;
     Ok(summary)
 }

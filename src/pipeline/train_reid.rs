@@ -11,15 +11,14 @@
 
 use crate::data::{Augment, Image, Pair, PairSampler, Split};
 use crate::eval::metrics::{accuracy_at, bootstrap_ci, roc_auc, roc_auc_ci, roc_curve, Estimate, RocPoint};
-use crate::io::CheckpointMeta;
 use crate::models::resnet::ResNetConfig;
 use crate::models::siamese::SiameseConfig;
 use crate::nn::{AdamW, AdamWConfig, Optimizer};
 use crate::pipeline::progress;
-use crate::pipeline::scorer_stage::create_out_dir;
+use crate::pipeline::scorer_stage::EpochRun;
 use crate::privacy::dataset::{ImageBank, SplitDataset};
 use crate::privacy::reid::{ReidFolderConfig, ReidScorer};
-use crate::privacy::scorer_folder::{self, EarlyStopping, InputSpec, ScorerKind, CHECKPOINT_FILE, METRICS_FILE};
+use crate::privacy::scorer_folder::{InputSpec, ScorerKind, METRICS_FILE};
 use crate::{Error, Result, Rng, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -224,22 +223,8 @@ pub fn run(cfg: &TrainReidConfig) -> Result<TrainReidSummary> {
     let scorer = ReidScorer::new(cfg.folder_config(), cfg.seed)?;
     let mut optimizer =
         AdamW::new(scorer.store().trainable_parameters(), AdamWConfig { lr: cfg.lr, weight_decay: 0.0, ..Default::default() })?;
-    let mut stopping = EarlyStopping::new(cfg.patience);
-    create_out_dir(&cfg.out)?;
-    let checkpoint = cfg.out.join(CHECKPOINT_FILE);
-    let config_json = serde_json::to_value(cfg).map_err(|e| Error::msg(e.to_string()))?;
-    let (mut first_epoch, mut val_history) = (0usize, Vec::new());
-    if cfg.resume && checkpoint.is_file() {
-        let meta = scorer_folder::load_checkpoint(&checkpoint, scorer.store(), &mut optimizer, &mut stopping)?;
-        if meta.config.get("backbone") != config_json.get("backbone") || meta.config.get("image_size") != config_json.get("image_size") {
-            return Err(Error::file(
-                &checkpoint,
-                "the checkpoint was trained with another backbone or image size — remove it or use the same config",
-            ));
-        }
-        first_epoch = meta.epoch as usize;
-        val_history = serde_json::from_value(meta.extra.get("val_auc").cloned().unwrap_or_default()).unwrap_or_default();
-    }
+    let mut run =
+        EpochRun::open(&cfg.out, cfg, cfg.resume, cfg.patience, "val_auc", &["backbone", "image_size"], scorer.store(), &mut optimizer)?;
 
     let augment = cfg.augment.then(|| Augment {
         brightness: cfg.max_brightness,
@@ -249,11 +234,9 @@ pub fn run(cfg: &TrainReidConfig) -> Result<TrainReidSummary> {
     });
     let steps_per_epoch = (2 * cfg.negatives_per_epoch).div_ceil(cfg.batch_size);
     let bar = progress::bar((cfg.max_epochs * steps_per_epoch) as u64, "train-reid");
-    bar.set_position((first_epoch * steps_per_epoch) as u64);
-    let mut epochs_run = first_epoch;
-    let already_stopped = stopping.best.is_some() && stopping.stale >= stopping.patience;
-    let last_epoch = if already_stopped { first_epoch } else { cfg.max_epochs };
-    for epoch in first_epoch..last_epoch {
+    bar.set_position((run.first_epoch * steps_per_epoch) as u64);
+    let mut epochs_run = run.first_epoch;
+    for epoch in run.epochs(cfg.max_epochs) {
         let epoch_rng = Rng::new(cfg.seed).fork(1 + epoch as u64);
         let mut pairs = train_sampler.epoch(cfg.negatives_per_epoch, &mut epoch_rng.fork(0));
         if cfg.copy_positives > 0.0 {
@@ -280,24 +263,13 @@ pub fn run(cfg: &TrainReidConfig) -> Result<TrainReidSummary> {
         }
         let (scores, labels) = score_pair_set(&scorer, &bank, &val_pairs)?;
         let auc = roc_auc(&scores, &labels)?;
-        val_history.push(auc);
         epochs_run = epoch + 1;
-        let stop = stopping.update(epoch + 1, auc, scorer.store())?;
-        let mut meta = CheckpointMeta {
-            step: ((epoch + 1) * steps_per_epoch) as u64,
-            epoch: (epoch + 1) as u64,
-            config: config_json.clone(),
-            ..Default::default()
-        };
-        meta.extra.insert("early_stopping".into(), stopping.to_json());
-        meta.extra.insert("val_auc".into(), serde_json::json!(val_history));
-        scorer_folder::save_checkpoint(&checkpoint, scorer.store(), &optimizer, &stopping, meta)?;
-        if stop {
+        if run.end_epoch(epoch, steps_per_epoch, auc, None, scorer.store(), &optimizer)? {
             break;
         }
     }
     bar.finish_and_clear();
-    stopping.restore_best(scorer.store())?;
+    run.restore_best(scorer.store())?;
 
     let (scores, labels) = score_pair_set(&scorer, &bank, &test_pairs)?;
     let test_auc = roc_auc_ci(&scores, &labels, cfg.bootstrap_resamples, 0.95, cfg.seed)?;
@@ -310,8 +282,8 @@ pub fn run(cfg: &TrainReidConfig) -> Result<TrainReidSummary> {
     let summary = TrainReidSummary {
         out: cfg.out.clone(),
         epochs: epochs_run,
-        best_epoch: stopping.best_epoch,
-        val_auc: val_history,
+        best_epoch: run.stopping.best_epoch,
+        val_auc: run.history.clone(),
         train_patients: train_sampler.n_patients(),
         train_images: data.train.len(),
         train_positive_pairs: train_sampler.n_positive_pairs(),
@@ -322,8 +294,6 @@ pub fn run(cfg: &TrainReidConfig) -> Result<TrainReidSummary> {
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     crate::io::write_atomic_json(cfg.out.join(METRICS_FILE), &summary)?;
-    if checkpoint.exists() {
-        std::fs::remove_file(&checkpoint).map_err(|e| Error::io(&checkpoint, e))?;
-    }
+    run.remove_checkpoint()?;
     Ok(summary)
 }

@@ -9,14 +9,13 @@
 
 use crate::data::{Augment, Split};
 use crate::eval::metrics::{retrieval_metrics, RetrievalMetrics};
-use crate::io::CheckpointMeta;
 use crate::models::resnet::ResNetConfig;
 use crate::nn::{AdamW, AdamWConfig, Optimizer};
 use crate::pipeline::progress;
-use crate::pipeline::scorer_stage::create_out_dir;
+use crate::pipeline::scorer_stage::EpochRun;
 use crate::privacy::dataset::{ImageBank, SplitDataset};
 use crate::privacy::retrieval::{contrastive_loss, euclidean, ContrastiveMargins, CrossBatchMemory, RetrievalFolderConfig, RetrievalNet};
-use crate::privacy::scorer_folder::{self, EarlyStopping, InputSpec, ScorerKind, CHECKPOINT_FILE, METRICS_FILE};
+use crate::privacy::scorer_folder::{InputSpec, ScorerKind, METRICS_FILE};
 use crate::{Error, Result, Rng};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -173,32 +172,16 @@ pub fn run(cfg: &TrainRetrievalConfig) -> Result<TrainRetrievalSummary> {
     let net = RetrievalNet::new(cfg.folder_config(), cfg.seed)?;
     let mut optimizer =
         AdamW::new(net.store().trainable_parameters(), AdamWConfig { lr: cfg.lr, weight_decay: 0.0, ..Default::default() })?;
-    let mut stopping = EarlyStopping::new(cfg.patience);
-    create_out_dir(&cfg.out)?;
-    let checkpoint = cfg.out.join(CHECKPOINT_FILE);
-    let config_json = serde_json::to_value(cfg).map_err(|e| Error::msg(e.to_string()))?;
-    let (mut first_epoch, mut val_history) = (0usize, Vec::new());
-    if cfg.resume && checkpoint.is_file() {
-        let meta = scorer_folder::load_checkpoint(&checkpoint, net.store(), &mut optimizer, &mut stopping)?;
-        if meta.config.get("backbone") != config_json.get("backbone") || meta.config.get("image_size") != config_json.get("image_size") {
-            return Err(Error::file(
-                &checkpoint,
-                "the checkpoint was trained with another backbone or image size — remove it or use the same config",
-            ));
-        }
-        first_epoch = meta.epoch as usize;
-        val_history = serde_json::from_value(meta.extra.get("val_map_at_r").cloned().unwrap_or_default()).unwrap_or_default();
-    }
+    let mut run =
+        EpochRun::open(&cfg.out, cfg, cfg.resume, cfg.patience, "val_map_at_r", &["backbone", "image_size"], net.store(), &mut optimizer)?;
 
     let augment = cfg.augment.then(Augment::chest_xray);
     // The memory only holds embeddings of this run's steps; after a resume it refills within a few steps.
     let mut memory = CrossBatchMemory::new(cfg.memory_size);
     let bar = progress::bar((cfg.max_epochs * cfg.steps_per_epoch) as u64, "train-retrieval");
-    bar.set_position((first_epoch * cfg.steps_per_epoch) as u64);
-    let (mut epochs_run, mut hard_pairs) = (first_epoch, (0.0, 0.0));
-    let already_stopped = stopping.best.is_some() && stopping.stale >= stopping.patience;
-    let last_epoch = if already_stopped { first_epoch } else { cfg.max_epochs };
-    for epoch in first_epoch..last_epoch {
+    bar.set_position((run.first_epoch * cfg.steps_per_epoch) as u64);
+    let (mut epochs_run, mut hard_pairs) = (run.first_epoch, (0.0, 0.0));
+    for epoch in run.epochs(cfg.max_epochs) {
         let epoch_rng = Rng::new(cfg.seed).fork(1 + epoch as u64);
         let (mut pos_total, mut neg_total) = (0usize, 0usize);
         for step in 0..cfg.steps_per_epoch {
@@ -231,39 +214,26 @@ pub fn run(cfg: &TrainRetrievalConfig) -> Result<TrainRetrievalSummary> {
         }
         hard_pairs = (pos_total as f64 / cfg.steps_per_epoch as f64, neg_total as f64 / cfg.steps_per_epoch as f64);
         let val = evaluate(&net, &data, &bank, data.indices(Split::Val))?;
-        val_history.push(val.map_at_r);
         epochs_run = epoch + 1;
-        let stop = stopping.update(epoch + 1, val.map_at_r, net.store())?;
-        let mut meta = CheckpointMeta {
-            step: ((epoch + 1) * cfg.steps_per_epoch) as u64,
-            epoch: (epoch + 1) as u64,
-            config: config_json.clone(),
-            ..Default::default()
-        };
-        meta.extra.insert("early_stopping".into(), stopping.to_json());
-        meta.extra.insert("val_map_at_r".into(), serde_json::json!(val_history));
-        scorer_folder::save_checkpoint(&checkpoint, net.store(), &optimizer, &stopping, meta)?;
-        if stop {
+        if run.end_epoch(epoch, cfg.steps_per_epoch, val.map_at_r, None, net.store(), &optimizer)? {
             break;
         }
     }
     bar.finish_and_clear();
-    stopping.restore_best(net.store())?;
+    run.restore_best(net.store())?;
 
     let test = evaluate(&net, &data, &bank, data.indices(Split::Test))?;
     net.save(&cfg.out)?;
     let summary = TrainRetrievalSummary {
         out: cfg.out.clone(),
         epochs: epochs_run,
-        best_epoch: stopping.best_epoch,
-        val_map_at_r: val_history,
+        best_epoch: run.stopping.best_epoch,
+        val_map_at_r: run.history.clone(),
         test,
         hard_pairs_per_step: hard_pairs,
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     crate::io::write_atomic_json(cfg.out.join(METRICS_FILE), &summary)?;
-    if checkpoint.exists() {
-        std::fs::remove_file(&checkpoint).map_err(|e| Error::io(&checkpoint, e))?;
-    }
+    run.remove_checkpoint()?;
     Ok(summary)
 }
