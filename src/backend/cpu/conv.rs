@@ -8,8 +8,9 @@
 //! work, so a batch of one still keeps every thread busy. A 1×1, stride-1,
 //! unpadded convolution skips im2col: the input already is the GEMM operand.
 
-use super::gemm::{gemm, MatRef};
+use super::gemm::{gemm, gemm_raw_c, MatRef};
 use super::reduce::sum_slice;
+use super::scratch::{with_buffer, Slot};
 use super::PARALLEL_MIN;
 use crate::tensor::Float;
 use rayon::prelude::*;
@@ -291,16 +292,87 @@ fn im2col_images<T: Float>(x: &[T], g: &Conv2dGeometry, grp: usize, images: Rang
     }
 }
 
+/// What the forward convolution does to each output value on its way out,
+/// while the block is still in cache: `relu?(scale[c]·v + shift[c] + residual)`
+/// for output channel `c`. A bias is a shift; an eval-mode BatchNorm after the
+/// convolution is a scale and a shift; a ResNet block's skip connection is the
+/// residual. Each saves a full pass over the output (and its allocation).
+#[derive(Clone, Copy, Debug)]
+pub struct ConvEpilogue<'a, T> {
+    /// `[C_out]`, multiplies the convolution.
+    pub scale: Option<&'a [T]>,
+    /// `[C_out]`, added after the scale.
+    pub shift: Option<&'a [T]>,
+    /// Shaped like the output (`[N, C_out, H_out, W_out]`, contiguous), added last.
+    pub residual: Option<&'a [T]>,
+    /// Clamp negative results to zero.
+    pub relu: bool,
+}
+
+impl<T> Default for ConvEpilogue<'_, T> {
+    fn default() -> Self {
+        ConvEpilogue { scale: None, shift: None, residual: None, relu: false }
+    }
+}
+
+impl<T: Float> ConvEpilogue<'_, T> {
+    /// Just a bias (or nothing).
+    pub fn bias(bias: Option<&[T]>) -> ConvEpilogue<'_, T> {
+        ConvEpilogue { shift: bias, ..Default::default() }
+    }
+
+    /// `dst[i] = f(src[i])` for one run of output channel `channel` starting at
+    /// flat output index `start`; `src` may be `dst` itself (see [`Self::apply_in_place`]).
+    fn apply(&self, channel: usize, start: usize, src: &[T], dst: &mut [T]) {
+        let scale = self.scale.map_or(T::one(), |s| s[channel]);
+        let shift = self.shift.map_or(T::zero(), |s| s[channel]);
+        let residual = self.residual.map(|r| &r[start..start + dst.len()]);
+        let zero = T::zero();
+        match (residual, self.relu) {
+            (None, false) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * scale + shift),
+            (None, true) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = (v * scale + shift).max(zero)),
+            (Some(r), false) => dst.iter_mut().zip(src).zip(r).for_each(|((d, &v), &r)| *d = v * scale + shift + r),
+            (Some(r), true) => dst.iter_mut().zip(src).zip(r).for_each(|((d, &v), &r)| *d = (v * scale + shift + r).max(zero)),
+        }
+    }
+
+    fn apply_in_place(&self, channel: usize, start: usize, values: &mut [T]) {
+        let scale = self.scale.map_or(T::one(), |s| s[channel]);
+        let shift = self.shift.map_or(T::zero(), |s| s[channel]);
+        let residual = self.residual.map(|r| &r[start..start + values.len()]);
+        let zero = T::zero();
+        match (residual, self.relu) {
+            (None, false) if self.scale.is_none() && self.shift.is_none() => {}
+            (None, false) => values.iter_mut().for_each(|v| *v = *v * scale + shift),
+            (None, true) => values.iter_mut().for_each(|v| *v = (*v * scale + shift).max(zero)),
+            (Some(r), false) => values.iter_mut().zip(r).for_each(|(v, &r)| *v = *v * scale + shift + r),
+            (Some(r), true) => values.iter_mut().zip(r).for_each(|(v, &r)| *v = (*v * scale + shift + r).max(zero)),
+        }
+    }
+}
+
 /// Forward convolution: `x` `[N, C_in, H, W]`, `w` `[C_out, C_in/groups, kh, kw]`,
 /// optional `bias` `[C_out]`, all contiguous; returns `[N, C_out, H_out, W_out]`.
+pub fn conv2d_fwd<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv2dGeometry) -> Vec<T> {
+    conv2d_fwd_fused(x, w, ConvEpilogue::bias(bias), g)
+}
+
+/// Forward convolution followed by `epilogue` (see [`ConvEpilogue`]); operands
+/// as [`conv2d_fwd`].
 ///
 /// A task is one group of a run of images and a block of output rows (a run
-/// of several images only for small planes, then with all rows):
-/// `out[g-rows, task] = W_g · im2col(x_g, task)`, computed into a small buffer
-/// and then written (with the bias) into the output rows.
-pub fn conv2d_fwd<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv2dGeometry) -> Vec<T> {
+/// of several images only for small planes, then with all rows). A one-image
+/// task's GEMM writes `W_g · im2col(x_g, rows)` straight into its output rows
+/// and the epilogue then runs over them in place; a several-image task's
+/// output is interleaved by image, so it is computed into a scratch block and
+/// scattered through the epilogue.
+pub fn conv2d_fwd_fused<T: Float>(x: &[T], w: &[T], epilogue: ConvEpilogue<'_, T>, g: &Conv2dGeometry) -> Vec<T> {
     let (out_plane, out_w, cog, k) = (g.out_plane(), g.out_size[1], g.out_per_group(), g.col_rows());
-    let mut out = vec![T::zero(); g.batch * g.out_channels * out_plane];
+    let out_len = g.batch * g.out_channels * out_plane;
+    if let Some(r) = epilogue.residual {
+        assert_eq!(r.len(), out_len, "conv2d: the residual must be shaped like the output");
+    }
+    let mut out = vec![T::zero(); out_len];
     if out.is_empty() {
         return out;
     }
@@ -319,58 +391,69 @@ pub fn conv2d_fwd<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv2dGeom
     };
     let tasks = image_runs.len() * g.groups * blocks.len();
     let shared = SharedMut::new(&mut out);
-    let run = |task: usize, col: &mut Vec<T>, block_out: &mut Vec<T>, parallel: bool| {
+    let run = |task: usize, parallel: bool| {
         let rows = blocks[task % blocks.len()].clone();
         let item = task / blocks.len();
         let (images, grp) = (image_runs[item / g.groups].clone(), item % g.groups);
         let width = rows.len() * out_w;
-        let ld = width * images.len();
-        let b = if images.len() > 1 {
-            col.resize(k * ld, T::zero());
-            im2col_images(x, g, grp, images.clone(), &mut col[..k * ld], ld, parallel);
-            MatRef { data: &col[..], rs: ld, cs: 1 }
-        } else {
-            let x_group = &x[(images.start * g.in_channels + grp * g.in_per_group()) * g.in_plane()..];
-            if g.is_pointwise() {
-                MatRef { data: &x_group[rows.start * out_w..], rs: g.in_plane(), cs: 1 }
-            } else {
-                col.resize(k * width, T::zero());
-                im2col(x_group, g, rows.clone(), &mut col[..k * width], parallel);
-                MatRef { data: &col[..], rs: width, cs: 1 }
-            }
-        };
-        block_out.resize(cog * ld, T::zero());
         let a = MatRef { data: &w[grp * cog * k..], rs: k, cs: 1 };
-        gemm(cog, ld, k, T::one(), a, b, T::zero(), &mut block_out[..cog * ld], ld, parallel);
-        for (oc, row) in block_out.chunks_exact(ld).enumerate().take(cog) {
-            let channel = grp * cog + oc;
-            let shift = bias.map_or(T::zero(), |b| b[channel]);
-            for (n, part) in images.clone().zip(row.chunks_exact(width)) {
-                let start = (n * g.out_channels + channel) * out_plane + rows.start * out_w;
-                // SAFETY: tasks are distinct (image run, group, row block) triples, so the
-                // output ranges `start..start+width` of different tasks never overlap,
-                // and `out` outlives every task (they finish before it is returned).
-                let dst = unsafe { shared.slice(start, width) };
-                for (d, &v) in dst.iter_mut().zip(part) {
-                    *d = v + shift;
-                }
-            }
+        if images.len() > 1 {
+            let ld = width * images.len();
+            with_buffer::<T, _>(Slot::ConvColumns, k * ld, |col| {
+                im2col_images(x, g, grp, images.clone(), col, ld, parallel);
+                let b = MatRef { data: &col[..], rs: ld, cs: 1 };
+                with_buffer::<T, _>(Slot::ConvBlockOut, cog * ld, |block_out| {
+                    gemm(cog, ld, k, T::one(), a, b, T::zero(), block_out, ld, parallel);
+                    for (oc, row) in block_out.chunks_exact(ld).enumerate() {
+                        let channel = grp * cog + oc;
+                        for (n, part) in images.clone().zip(row.chunks_exact(width)) {
+                            let start = (n * g.out_channels + channel) * out_plane + rows.start * out_w;
+                            // SAFETY: tasks are distinct (image run, group, row block) triples, so
+                            // the output ranges `start..start+width` of different tasks never
+                            // overlap, and `out` outlives every task (they finish before it is returned).
+                            let dst = unsafe { shared.slice(start, width) };
+                            epilogue.apply(channel, start, part, dst);
+                        }
+                    }
+                });
+            });
+            return;
+        }
+        let n = images.start;
+        let first = (n * g.out_channels + grp * cog) * out_plane + rows.start * out_w;
+        let gemm_into_output = |b: MatRef<T>| {
+            // The C window: rows are this group's output channels (stride one plane),
+            // columns this block's output pixels.
+            assert!(first + (cog - 1) * out_plane + width <= shared.len, "conv2d: output window out of bounds");
+            // SAFETY: the window (cog rows of `width` elements, a plane apart) lies inside
+            // `out` (asserted); no other task writes it, since tasks are distinct
+            // (image, group, row block) triples and each covers only its own rows of
+            // its own channels; `out` outlives the call.
+            unsafe { gemm_raw_c(cog, width, k, T::one(), a, b, T::zero(), shared.ptr.add(first), out_plane, parallel) };
+        };
+        let x_group = &x[(n * g.in_channels + grp * g.in_per_group()) * g.in_plane()..];
+        if g.is_pointwise() {
+            gemm_into_output(MatRef { data: &x_group[rows.start * out_w..], rs: g.in_plane(), cs: 1 });
+        } else {
+            with_buffer::<T, _>(Slot::ConvColumns, k * width, |col| {
+                im2col(x_group, g, rows.clone(), col, parallel);
+                gemm_into_output(MatRef { data: &col[..], rs: width, cs: 1 });
+            });
+        }
+        for oc in 0..cog {
+            let start = first + oc * out_plane;
+            // SAFETY: one output row run of this task's window (see above); the GEMM
+            // writing it has returned.
+            let values = unsafe { shared.slice(start, width) };
+            epilogue.apply_in_place(grp * cog + oc, start, values);
         }
     };
     if tasks >= threads && threads > 1 && g.macs() >= PARALLEL_MIN_MACS {
-        let pool = ScratchPool::new();
-        (0..tasks).into_par_iter().for_each_init(
-            || pool.take(2),
-            |scratch, t| {
-                let [col, block_out] = &mut scratch.buffers[..] else { unreachable!("two buffers taken") };
-                run(t, col, block_out, false)
-            },
-        );
+        (0..tasks).into_par_iter().for_each(|t| run(t, false));
     } else {
-        let (mut col, mut block_out) = (Vec::new(), Vec::new());
         let parallel = g.macs() >= PARALLEL_MIN_MACS;
         for t in 0..tasks {
-            run(t, &mut col, &mut block_out, parallel);
+            run(t, parallel);
         }
     }
     out

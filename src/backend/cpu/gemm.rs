@@ -21,6 +21,7 @@ mod avx2;
 mod kernel;
 mod pack;
 
+use super::scratch::{with_buffer, Slot};
 use crate::tensor::Float;
 use kernel::MicroKernel;
 use rayon::prelude::*;
@@ -90,10 +91,66 @@ pub fn gemm<T: Float>(
         let b32 = MatRef { data: bytemuck::cast_slice::<T, f32>(b.data), rs: b.rs, cs: b.cs };
         let c32 = bytemuck::cast_slice_mut::<T, f32>(c);
         let (alpha32, beta32) = (bytemuck::cast::<T, f32>(alpha), bytemuck::cast::<T, f32>(beta));
-        gemm_driver(kernel::best_f32().1, m, n, k, alpha32, a32, b32, beta32, c32, rsc, parallel);
+        let rsc = checked_c(m, n, c32.len(), rsc);
+        // SAFETY: `checked_c` proved the window inside `c`, which we borrow mutably.
+        unsafe { gemm_driver(kernel::best_f32().1, m, n, k, alpha32, a32, b32, beta32, SharedMut(c32.as_mut_ptr()), rsc, parallel) };
     } else {
-        gemm_driver(&kernel::portable::<T>(), m, n, k, alpha, a, b, beta, c, rsc, parallel);
+        let rsc = checked_c(m, n, c.len(), rsc);
+        // SAFETY: as above.
+        unsafe { gemm_driver(&kernel::portable::<T>(), m, n, k, alpha, a, b, beta, SharedMut(c.as_mut_ptr()), rsc, parallel) };
     }
+}
+
+/// [`gemm`] writing C through a raw pointer, for callers whose tasks write
+/// disjoint tiles of one output from several threads at once (a convolution
+/// writing its output rows in place), where no task can hold a `&mut` slice
+/// spanning its tile without overlapping another task's.
+///
+/// # Safety
+/// `c` must be valid for reads and writes of the m×n window with row stride
+/// `rsc` (`rsc ≥ n` when `m > 1`), and nothing else may access that window
+/// during the call. Elements between the window's rows are neither read nor written.
+///
+/// # Panics
+/// As [`gemm`], for A and B.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_raw_c<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    beta: T,
+    c: *mut T,
+    rsc: usize,
+    parallel: bool,
+) {
+    let rsc = if m == 1 { n } else { rsc };
+    assert!(rsc >= n, "gemm: row stride of C ({rsc}) is smaller than its width ({n})");
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        let a32 = MatRef { data: bytemuck::cast_slice::<T, f32>(a.data), rs: a.rs, cs: a.cs };
+        let b32 = MatRef { data: bytemuck::cast_slice::<T, f32>(b.data), rs: b.rs, cs: b.cs };
+        let (alpha32, beta32) = (bytemuck::cast::<T, f32>(alpha), bytemuck::cast::<T, f32>(beta));
+        // SAFETY: the window at `c` is ours by this function's contract.
+        unsafe { gemm_driver(kernel::best_f32().1, m, n, k, alpha32, a32, b32, beta32, SharedMut(c.cast::<f32>()), rsc, parallel) };
+    } else {
+        // SAFETY: as above.
+        unsafe { gemm_driver(&kernel::portable::<T>(), m, n, k, alpha, a, b, beta, SharedMut(c), rsc, parallel) };
+    }
+}
+
+/// Check that a C of `len` elements holds an m×n window with row stride
+/// `rsc`; returns the row stride to use (any for a single row).
+fn checked_c(m: usize, n: usize, len: usize, rsc: usize) -> usize {
+    if m == 0 || n == 0 {
+        return rsc.max(n);
+    }
+    // With one row the row stride is never used; normalise it so the checks below hold.
+    let rsc = if m == 1 { n } else { rsc };
+    assert!(rsc >= n, "gemm: row stride of C ({rsc}) is smaller than its width ({n})");
+    assert!(len > last_index(m, n, rsc, 1), "gemm: C has {len} elements, {m}×{n} with row stride {rsc} needs more");
+    rsc
 }
 
 /// [`gemm`] for f32 with an explicitly chosen micro-kernel.
@@ -115,7 +172,9 @@ pub fn sgemm_with(
     parallel: bool,
 ) {
     let micro = kernel.micro_kernel().unwrap_or_else(|| panic!("gemm: the {kernel:?} micro-kernel needs CPU features this machine lacks"));
-    gemm_driver(micro, m, n, k, alpha, a, b, beta, c, rsc, parallel);
+    let rsc = checked_c(m, n, c.len(), rsc);
+    // SAFETY: `checked_c` proved the window inside `c`, which we borrow mutably.
+    unsafe { gemm_driver(micro, m, n, k, alpha, a, b, beta, SharedMut(c.as_mut_ptr()), rsc, parallel) };
 }
 
 /// Below this many multiply-adds a product runs on one thread: a rayon
@@ -136,7 +195,7 @@ const PARALLEL_PACK_MIN: usize = 1 << 17;
 #[derive(Clone, Copy)]
 struct SharedMut<T>(*mut T);
 // SAFETY: tasks write disjoint tiles of C (each task owns a distinct (row block, column group)
-// pair), and the region ends before the `&mut [T]` the pointer came from is used again.
+// pair), and the region ends before the C window's owner uses it again.
 unsafe impl<T: Send> Send for SharedMut<T> {}
 // SAFETY: as above; the pointer is only read (copied) from the shared reference.
 unsafe impl<T: Send> Sync for SharedMut<T> {}
@@ -146,8 +205,13 @@ fn last_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
     (rows - 1) * rs + (cols - 1) * cs
 }
 
+/// The blocked product; C is the m×n window at `c_ptr` with row stride `rsc`.
+///
+/// # Safety
+/// `c_ptr` must be valid for reads and writes of that window, which nothing
+/// else accesses during the call.
 #[allow(clippy::too_many_arguments)]
-fn gemm_driver<T: Float>(
+unsafe fn gemm_driver<T: Float>(
     micro: &MicroKernel<T>,
     m: usize,
     n: usize,
@@ -156,19 +220,16 @@ fn gemm_driver<T: Float>(
     a: MatRef<T>,
     b: MatRef<T>,
     beta: T,
-    c: &mut [T],
+    c_ptr: SharedMut<T>,
     rsc: usize,
     parallel: bool,
 ) {
     if m == 0 || n == 0 {
         return;
     }
-    // With one row the row stride is never used; normalise it so the checks below hold.
-    let rsc = if m == 1 { n } else { rsc };
-    assert!(rsc >= n, "gemm: row stride of C ({rsc}) is smaller than its width ({n})");
-    assert!(c.len() > last_index(m, n, rsc, 1), "gemm: C has {} elements, {m}×{n} with row stride {rsc} needs more", c.len());
     if k == 0 || alpha == T::zero() {
-        scale_c(m, n, beta, c, rsc);
+        // SAFETY: the window is ours by this function's contract.
+        unsafe { scale_c(m, n, beta, c_ptr, rsc) };
         return;
     }
     assert!(a.data.len() > last_index(m, k, a.rs, a.cs), "gemm: A is too short for {m}×{k} with strides ({}, {})", a.rs, a.cs);
@@ -185,9 +246,8 @@ fn gemm_driver<T: Float>(
     let row_blocks = m.div_ceil(micro.mc).max(tasks_wanted).min(m.div_ceil(mr));
     let mc = m.div_ceil(row_blocks).div_ceil(mr) * mr;
     let row_blocks = m.div_ceil(mc);
-    let c_ptr = SharedMut(c.as_mut_ptr());
 
-    pack::with_buffer::<T, _>(pack::Slot::B, k.min(micro.kc) * micro.nc.min(n).div_ceil(nr) * nr, |b_buf| {
+    with_buffer::<T, _>(Slot::GemmPackB, k.min(micro.kc) * micro.nc.min(n).div_ceil(nr) * nr, |b_buf| {
         for jc in (0..n).step_by(micro.nc) {
             let nc = micro.nc.min(n - jc);
             let col_panels = nc.div_ceil(nr);
@@ -205,7 +265,7 @@ fn gemm_driver<T: Float>(
                     let mc_now = mc.min(m - ic);
                     let panels = col_panels.div_ceil(col_groups);
                     let panel_range = (group * panels).min(col_panels)..((group + 1) * panels).min(col_panels);
-                    pack::with_buffer::<T, _>(pack::Slot::A, mc_now.div_ceil(mr) * mr * kc, |a_packed| {
+                    with_buffer::<T, _>(Slot::GemmPackA, mc_now.div_ceil(mr) * mr * kc, |a_packed| {
                         pack::pack_a(a_packed, a, ic, pc, mc_now, kc, mr);
                         let block = Block { ic, jc, mc: mc_now, nc, kc, alpha, beta: beta_now, rsc };
                         // SAFETY: the tiles written lie in rows ic..ic+mc_now and columns
@@ -292,9 +352,13 @@ unsafe fn macro_kernel<T: Float>(
 }
 
 /// C = beta·C over the m×n window (beta == 0 writes zeros without reading).
-fn scale_c<T: Float>(m: usize, n: usize, beta: T, c: &mut [T], rsc: usize) {
-    for row in c.chunks_mut(rsc).take(m) {
-        let row = &mut row[..n];
+///
+/// # Safety
+/// As [`gemm_driver`].
+unsafe fn scale_c<T: Float>(m: usize, n: usize, beta: T, c: SharedMut<T>, rsc: usize) {
+    for r in 0..m {
+        // SAFETY: the m×n window with row stride rsc is ours by this function's contract.
+        let row = unsafe { std::slice::from_raw_parts_mut(c.0.add(r * rsc), n) };
         if beta == T::zero() {
             row.fill(T::zero());
         } else if beta != T::one() {

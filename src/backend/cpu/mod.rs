@@ -12,6 +12,7 @@ pub mod loss;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
+pub mod scratch;
 pub mod select;
 pub mod siamese_head;
 pub mod softmax;

@@ -5,45 +5,6 @@
 use super::MatRef;
 use crate::tensor::Float;
 use rayon::prelude::*;
-use std::cell::Cell;
-use std::thread::LocalKey;
-
-/// One cache line of scratch space; packing buffers are made of these so
-/// every panel starts 64-byte aligned.
-#[derive(Clone, Copy, bytemuck::Zeroable, bytemuck::Pod)]
-#[repr(C, align(64))]
-struct CacheLine([u8; 64]);
-
-thread_local! {
-    static PACK_A: Cell<Vec<CacheLine>> = const { Cell::new(Vec::new()) };
-    static PACK_B: Cell<Vec<CacheLine>> = const { Cell::new(Vec::new()) };
-}
-
-/// Which per-thread packing buffer to use.
-#[derive(Clone, Copy)]
-pub(super) enum Slot {
-    A,
-    B,
-}
-
-/// Run `f` with a 64-byte aligned scratch buffer of `len` elements, reused
-/// across calls on this thread. The buffer is taken out of its slot for the
-/// duration, so a nested call (rayon may run another product on this thread
-/// while it waits) simply gets a fresh one instead of aliasing it.
-pub(super) fn with_buffer<T: bytemuck::Pod, R>(slot: Slot, len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
-    let key: &'static LocalKey<Cell<Vec<CacheLine>>> = match slot {
-        Slot::A => &PACK_A,
-        Slot::B => &PACK_B,
-    };
-    let mut lines = key.take();
-    let needed = (len * size_of::<T>()).div_ceil(size_of::<CacheLine>());
-    if lines.len() < needed {
-        lines.resize(needed, CacheLine([0; 64]));
-    }
-    let out = f(&mut bytemuck::cast_slice_mut::<CacheLine, T>(&mut lines[..needed])[..len]);
-    key.set(lines);
-    out
-}
 
 /// Pack rows `row0..row0+mc`, columns `col0..col0+kc` of `a` into panels of
 /// `mr` rows: panel q, step p, lane r holds A[row0 + q·mr + r, col0 + p].
