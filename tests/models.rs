@@ -15,7 +15,7 @@
 
 use privdistill::io::safetensors::SafeTensorsFile;
 use privdistill::models::zoo::{Model, ModelKind};
-use privdistill::{DType, Device, Tensor};
+use privdistill::{no_grad, DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -89,7 +89,26 @@ fn check(kind: ModelKind, name: &str, train: bool) {
             let e = rel_err(&b, &buffers.get(&n).unwrap());
             assert!(e <= 1e-4, "{name}: running stat {n} differs by {e:.3e}");
         }
+        check_eval_mode(&model, name, &inputs);
     }
+}
+
+/// Eval mode with the running statistics the training forward left behind,
+/// against the reference: once as inference (no gradients: convolution,
+/// BatchNorm, skip connection and ReLU run fused) and once with gradients on
+/// (the same function as separate differentiable ops).
+fn check_eval_mode(model: &Model, name: &str, inputs: &HashMap<String, Tensor>) {
+    let want = SafeTensorsFile::open(case_dir(name).join("outputs_eval.safetensors")).unwrap();
+    let inference = no_grad(|| model.run(inputs, false)).unwrap();
+    let differentiable = model.run(inputs, false).unwrap();
+    for (path, outputs) in [("fused inference", &inference), ("differentiable", &differentiable)] {
+        for (n, t) in outputs {
+            let e = rel_err(t, &want.get(n).unwrap());
+            println!("{name}: eval ({path}) output {n}: rel err {e:.2e}");
+            assert!(e <= 1e-4, "{name}: eval-mode ({path}) output {n} differs by {e:.3e} of its max magnitude");
+        }
+    }
+    assert!(differentiable[0].1.requires_grad(), "{name}: with gradients on, the eval forward is on the tape");
 }
 
 #[test]

@@ -52,9 +52,12 @@ struct DenseLayer {
 }
 
 impl DenseLayer {
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x, train)?.relu()?)?;
-        self.conv2.forward(&self.norm2.forward(&h, train)?.relu()?)
+    /// The layer's new features from `inputs`, the block's features so far
+    /// (concatenated along the channels).
+    fn forward(&self, inputs: &[Tensor], train: bool) -> Result<Tensor> {
+        let h = self.norm1.forward_cat_relu(inputs, train)?;
+        let h = self.conv1.forward_batch_norm(&h, &self.norm2, train, None, true)?;
+        self.conv2.forward(&h)
     }
 }
 
@@ -120,20 +123,21 @@ impl DenseNet {
 
     /// The globally pooled features [N, feature_dim] (after the final norm and ReLU).
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut h = self.norm0.forward(&self.conv0.forward(x)?, train)?.relu()?.max_pool2d([3, 3], [2, 2], [1, 1])?;
+        let h = self.conv0.forward_batch_norm(x, &self.norm0, train, None, true)?.max_pool2d([3, 3], [2, 2], [1, 1])?;
+        let mut parts = vec![h];
         for (layers, transition) in &self.blocks {
-            // Each layer sees the concatenation of everything before it in the block.
-            let mut parts = vec![h];
+            // Each layer sees the concatenation of everything before it in the block;
+            // the normalisation that opens each consumer reads the parts where they lie.
             for layer in layers {
-                let input = Tensor::cat(&parts, 1)?;
-                parts.push(layer.forward(&input, train)?);
+                let new_features = layer.forward(&parts, train)?;
+                parts.push(new_features);
             }
-            h = Tensor::cat(&parts, 1)?;
             if let Some(t) = transition {
-                h = t.conv.forward(&t.norm.forward(&h, train)?.relu()?)?.avg_pool2d([2, 2], [2, 2], [0, 0])?;
+                let h = t.conv.forward(&t.norm.forward_cat_relu(&parts, train)?)?.avg_pool2d([2, 2], [2, 2], [0, 0])?;
+                parts = vec![h];
             }
         }
-        self.norm5.forward(&h, train)?.relu()?.adaptive_avg_pool2d([1, 1])?.flatten(1, -1)
+        self.norm5.forward_cat_relu(&parts, train)?.adaptive_avg_pool2d([1, 1])?.flatten(1, -1)
     }
 
     /// Logits and pooled features.

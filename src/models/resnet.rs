@@ -80,14 +80,13 @@ impl Bottleneck {
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.bn1.forward(&self.conv1.forward(x)?, train)?.relu()?;
-        let h = self.bn2.forward(&self.conv2.forward(&h)?, train)?.relu()?;
-        let h = self.bn3.forward(&self.conv3.forward(&h)?, train)?;
         let identity = match &self.downsample {
-            Some((conv, bn)) => bn.forward(&conv.forward(x)?, train)?,
+            Some((conv, bn)) => conv.forward_batch_norm(x, bn, train, None, false)?,
             None => x.clone(),
         };
-        h.add(&identity)?.relu()
+        let h = self.conv1.forward_batch_norm(x, &self.bn1, train, None, true)?;
+        let h = self.conv2.forward_batch_norm(&h, &self.bn2, train, None, true)?;
+        self.conv3.forward_batch_norm(&h, &self.bn3, train, Some(&identity), true)
     }
 }
 
@@ -142,7 +141,7 @@ impl ResNet {
 
     /// The activations of the last stage (`layer4`), [N, C, h, w]: Grad-CAM's target layer.
     pub fn layer4(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.bn1.forward(&self.conv1.forward(x)?, train)?.relu()?;
+        let h = self.conv1.forward_batch_norm(x, &self.bn1, train, None, true)?;
         let mut h = h.max_pool2d([3, 3], [2, 2], [1, 1])?;
         for stage in &self.stages {
             for block in stage {

@@ -1,8 +1,9 @@
 //! `nn.Conv2d` over NCHW tensors.
 
 use crate::nn::init::Init;
+use crate::nn::norm::BatchNorm2d;
 use crate::nn::store::ParamPath;
-use crate::tensor::ops::conv::Conv2dParams;
+use crate::tensor::ops::conv::{Conv2dEpilogue, Conv2dParams};
 use crate::{Error, Result, Tensor};
 
 /// A 2-d convolution; `weight` is `[out_channels, in_channels / groups, k, k]` as in PyTorch.
@@ -54,5 +55,27 @@ impl Conv2d {
     /// The convolution of `x` (`[N, in_channels, H, W]`).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.conv2d(&self.weight, self.bias.as_ref(), self.params)
+    }
+
+    /// `relu?(norm(conv(x)) + residual)`: this convolution, then `norm`, then
+    /// the optional skip connection and ReLU. In eval mode (`train` false) the
+    /// normalisation is a per-channel affine map folded into one fused
+    /// convolution (one pass over the output instead of three or four); in
+    /// training it needs the batch's statistics, so the ops run one by one.
+    pub fn forward_batch_norm(&self, x: &Tensor, norm: &BatchNorm2d, train: bool, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        if train {
+            let y = norm.forward(&self.forward(x)?, true)?;
+            let y = match residual {
+                Some(r) => y.add(r)?,
+                None => y,
+            };
+            return if relu { y.relu() } else { Ok(y) };
+        }
+        let (scale, mut shift) = norm.eval_scale_shift()?;
+        if let Some(bias) = &self.bias {
+            shift = bias.mul(&scale)?.add(&shift)?;
+        }
+        let epilogue = Conv2dEpilogue { scale: Some(&scale), shift: Some(&shift), residual, relu };
+        x.conv2d_fused(&self.weight, epilogue, self.params)
     }
 }

@@ -124,4 +124,34 @@ impl BatchNorm2d {
         };
         x.batch_norm(Some(&self.running_mean), Some(&self.running_var), self.weight.as_ref(), self.bias.as_ref(), train, momentum, self.eps)
     }
+
+    /// `relu(norm(cat(parts, 1)))`: this normalisation and a ReLU over the
+    /// channel-wise concatenation of `parts` (a DenseNet layer's input). In
+    /// eval mode it is one fused pass reading the parts in place; in training
+    /// the concatenation, normalisation and ReLU run one by one.
+    pub fn forward_cat_relu(&self, parts: &[Tensor], train: bool) -> Result<Tensor> {
+        if train {
+            let x = if parts.len() == 1 { parts[0].clone() } else { Tensor::cat(parts, 1)? };
+            return self.forward(&x, true)?.relu();
+        }
+        let (scale, shift) = self.eval_scale_shift()?;
+        Tensor::cat_channel_affine(parts, &scale, &shift, true)
+    }
+
+    /// The eval-mode normalisation as a per-channel affine map `x·scale + shift`:
+    /// `scale = weight / √(running_var + eps)`, `shift = bias − running_mean·scale`
+    /// (differentiable in `weight` and `bias`), for folding into the op before it.
+    pub fn eval_scale_shift(&self) -> Result<(Tensor, Tensor)> {
+        let rstd = self.running_var.add_scalar(self.eps)?.rsqrt()?;
+        let scale = match &self.weight {
+            Some(w) => w.mul(&rstd)?,
+            None => rstd,
+        };
+        let shift = self.running_mean.mul(&scale)?.neg()?;
+        let shift = match &self.bias {
+            Some(b) => b.add(&shift)?,
+            None => shift,
+        };
+        Ok((scale, shift))
+    }
 }

@@ -1,7 +1,7 @@
 //! conv2d: forward against a direct convolution loop, backward kernels
 //! against a direct adjoint loop and finite differences, f32 against f64.
 
-use privdistill::tensor::ops::conv::{conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, Conv2dParams};
+use privdistill::tensor::ops::conv::{conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, Conv2dEpilogue, Conv2dParams};
 use privdistill::testing::{assert_close, check_gradients, rand_f64};
 use privdistill::{DType, Tensor};
 
@@ -208,4 +208,65 @@ fn conv2d_rejects_bad_shapes_with_clear_errors() {
     assert!(x.conv2d(&rand_f64(&[2, 4, 3, 3], 2).to_dtype(DType::F32).unwrap(), None, Conv2dParams::default()).is_err());
     let dy = rand_f64(&[1, 2, 4, 4], 4);
     assert!(conv2d_backward_input(&dy, &rand_f64(&[2, 4, 3, 3], 2), &[1, 4, 5, 5], Conv2dParams::default()).is_err());
+}
+
+/// `conv2d_fused` as inference (no gradients: one fused pass) equals the
+/// composition of the separate ops on every case, for each part of the
+/// epilogue; with gradients on it is that composition, so its backward is
+/// checked against finite differences too.
+#[test]
+fn conv2d_fused_matches_the_composed_ops() {
+    for (i, case) in cases().into_iter().enumerate() {
+        let seed = 500 + 5 * i as u64;
+        let x = rand_f64(&case.x, seed);
+        let w = rand_f64(&case.w, seed + 1);
+        let c = case.w[0];
+        let (scale, shift) = (rand_f64(&[c], seed + 2), rand_f64(&[c], seed + 3));
+        let y = x.conv2d(&w, None, case.params).unwrap();
+        let residual = rand_f64(y.shape(), seed + 4);
+        let per_channel = [1, c, 1, 1];
+        let composed = y
+            .mul(&scale.reshape(&per_channel).unwrap())
+            .unwrap()
+            .add(&shift.reshape(&per_channel).unwrap())
+            .unwrap()
+            .add(&residual)
+            .unwrap()
+            .relu()
+            .unwrap();
+        let epilogue = Conv2dEpilogue { scale: Some(&scale), shift: Some(&shift), residual: Some(&residual), relu: true };
+        let fused = privdistill::no_grad(|| x.conv2d_fused(&w, epilogue, case.params)).unwrap();
+        assert_close(&fused, &composed, 1e-12, 1e-12);
+        // Each part alone.
+        let only_shift = Conv2dEpilogue { shift: Some(&shift), ..Default::default() };
+        let want = y.add(&shift.reshape(&per_channel).unwrap()).unwrap();
+        assert_close(&privdistill::no_grad(|| x.conv2d_fused(&w, only_shift, case.params)).unwrap(), &want, 1e-12, 1e-12);
+        let only_relu = Conv2dEpilogue { relu: true, ..Default::default() };
+        assert_close(&privdistill::no_grad(|| x.conv2d_fused(&w, only_relu, case.params)).unwrap(), &y.relu().unwrap(), 1e-12, 1e-12);
+        let params = case.params;
+        check_gradients(
+            &[x, w, scale, shift, residual],
+            |v| {
+                let e = Conv2dEpilogue { scale: Some(&v[2]), shift: Some(&v[3]), residual: Some(&v[4]), relu: false };
+                v[0].conv2d_fused(&v[1], e, params)
+            },
+            EPS,
+            TOL,
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    }
+}
+
+#[test]
+fn conv2d_fused_rejects_mismatched_epilogues() {
+    let x = rand_f64(&[2, 3, 6, 6], 1);
+    let w = rand_f64(&[4, 3, 3, 3], 2);
+    let params = Conv2dParams::new(1, 1);
+    let bad_scale = rand_f64(&[3], 3);
+    let e = Conv2dEpilogue { scale: Some(&bad_scale), ..Default::default() };
+    let err = x.conv2d_fused(&w, e, params).unwrap_err().to_string();
+    assert!(err.contains("scale") && err.contains("[4]"), "{err}");
+    let bad_residual = rand_f64(&[2, 4, 5, 6], 4);
+    let e = Conv2dEpilogue { residual: Some(&bad_residual), ..Default::default() };
+    assert!(x.conv2d_fused(&w, e, params).is_err());
 }

@@ -406,3 +406,41 @@ fn norm_gradients_agree_between_f32_and_f64() {
         }
     }
 }
+
+/// `cat_channel_affine` (eval BatchNorm + ReLU over a concatenation) as
+/// inference equals cat → scale → shift → ReLU, with contiguous parts, a
+/// strided part, and one part; large enough for the threaded path too; its
+/// differentiable form passes finite differences.
+#[test]
+fn cat_channel_affine_matches_the_composed_ops() {
+    let strided = rand_f64(&[3, 5, 4, 2], 9).permute(&[0, 1, 3, 2]).unwrap(); // [3, 5, 2, 4], not contiguous
+    let cases: Vec<Vec<Tensor>> = vec![
+        vec![rand_f64(&[3, 4, 2, 4], 1), rand_f64(&[3, 2, 2, 4], 2), strided],
+        vec![rand_f64(&[2, 7, 3, 3], 3)],
+        vec![rand_f64(&[4, 40, 16, 16], 4), rand_f64(&[4, 24, 16, 16], 5)],
+    ];
+    for (i, parts) in cases.into_iter().enumerate() {
+        let channels: usize = parts.iter().map(|p| p.shape()[1]).sum();
+        let (scale, shift) = (rand_f64(&[channels], 20 + i as u64), rand_f64(&[channels], 30 + i as u64));
+        let per_channel = [1, channels, 1, 1];
+        let affine = Tensor::cat(&parts, 1)
+            .unwrap()
+            .mul(&scale.reshape(&per_channel).unwrap())
+            .unwrap()
+            .add(&shift.reshape(&per_channel).unwrap())
+            .unwrap();
+        for relu in [false, true] {
+            let want = if relu { affine.relu().unwrap() } else { affine.clone() };
+            let got = privdistill::no_grad(|| Tensor::cat_channel_affine(&parts, &scale, &shift, relu)).unwrap();
+            assert_close(&got, &want, 1e-12, 1e-12);
+        }
+        if i == 0 {
+            let mut inputs = parts.clone();
+            inputs.extend([scale, shift]);
+            check_gradients(&inputs, |v| Tensor::cat_channel_affine(&v[..3], &v[3], &v[4], false), EPS, 1e-6).unwrap();
+        }
+    }
+    let parts = [rand_f64(&[2, 3, 4, 4], 1), rand_f64(&[2, 3, 5, 4], 2)];
+    let ones = Tensor::ones(&[6], DType::F64, privdistill::Device::Cpu).unwrap();
+    assert!(Tensor::cat_channel_affine(&parts, &ones, &ones, true).is_err(), "parts differing outside the channels");
+}

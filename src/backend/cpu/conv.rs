@@ -667,6 +667,56 @@ mod tests {
         }
     }
 
+    /// The epilogue (scale, shift, residual, ReLU, in every combination) on
+    /// both write paths — straight into the output (large planes, row blocks)
+    /// and through the scratch block (small planes, image runs) — on 1 and 2
+    /// threads, against the direct loops followed by separate passes.
+    #[test]
+    fn fused_epilogue_matches_separate_passes() {
+        let cases =
+            [geometry(3, 6, [40, 36], 10, 3, 1, 1, 1), geometry(5, 8, [9, 7], 12, 1, 1, 0, 2), geometry(2, 4, [33, 35], 6, 3, 2, 1, 1)];
+        for g in cases {
+            let mut rng = crate::Rng::new(5);
+            let mut rand = |n: usize| (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect::<Vec<f64>>();
+            let x = rand(g.batch * g.in_channels * g.in_plane());
+            let w = rand(g.out_channels * g.col_rows());
+            let (scale, shift) = (rand(g.out_channels), rand(g.out_channels));
+            let residual = rand(g.batch * g.out_channels * g.out_plane());
+            let plain = direct_conv(&x, &w, &vec![0.0; g.out_channels], &g);
+            for (with_scale, with_shift, with_residual, relu) in
+                (0..16).map(|bits| (bits & 1 != 0, bits & 2 != 0, bits & 4 != 0, bits & 8 != 0))
+            {
+                let want: Vec<f64> = plain
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| {
+                        let c = (i / g.out_plane()) % g.out_channels;
+                        let mut y = if with_scale { v * scale[c] } else { v };
+                        y += if with_shift { shift[c] } else { 0.0 };
+                        y += if with_residual { residual[i] } else { 0.0 };
+                        if relu {
+                            y.max(0.0)
+                        } else {
+                            y
+                        }
+                    })
+                    .collect();
+                let epilogue = ConvEpilogue {
+                    scale: with_scale.then_some(&scale[..]),
+                    shift: with_shift.then_some(&shift[..]),
+                    residual: with_residual.then_some(&residual[..]),
+                    relu,
+                };
+                for threads in [1, 2] {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    let got = pool.install(|| conv2d_fwd_fused(&x, &w, epilogue, &g));
+                    let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+                    assert!(worst < 1e-12, "{g:?} {epilogue:?} on {threads} threads: max error {worst:e}");
+                }
+            }
+        }
+    }
+
     /// Small planes batch several images into one GEMM (uneven runs of an odd
     /// batch, pointwise and im2col, grouped, on 1 and 2 threads, the
     /// sequential and the parallel task loops): all agree with direct loops.

@@ -389,6 +389,44 @@ pub fn batch_norm_fwd<T: Float>(x: &[T], dims: NcsDims, mean: &[T], rstd: &[T], 
     out
 }
 
+/// A per-channel affine map with optional ReLU over a channel-wise
+/// concatenation: `out[n, c] = relu?(x[n, c]·scale[c] + shift[c])`, where `x`
+/// is `parts` (each `(values, channels)`, contiguous `[N, channels, spatial]`)
+/// joined along the channels. This is an eval-mode BatchNorm + ReLU reading a
+/// DenseNet layer's inputs where they lie, so the concatenation is never
+/// written out on its own: one pass over the data instead of three.
+pub fn channel_affine<T: Float>(parts: &[(&[T], usize)], n: usize, spatial: usize, scale: &[T], shift: &[T], relu: bool) -> Vec<T> {
+    let channels: usize = parts.iter().map(|&(_, c)| c).sum();
+    assert_eq!(scale.len(), channels, "channel_affine: one scale per channel");
+    assert_eq!(shift.len(), channels, "channel_affine: one shift per channel");
+    for &(values, c) in parts {
+        assert_eq!(values.len(), n * c * spatial, "channel_affine: a part is not [N, channels, spatial]");
+    }
+    let mut out = vec![T::zero(); n * channels * spatial];
+    if out.is_empty() {
+        return out;
+    }
+    // Source plane of every output row (image, channel), in output order.
+    let sources: Vec<&[T]> = (0..n)
+        .flat_map(|img| parts.iter().flat_map(move |&(values, c)| (0..c).map(move |ch| &values[(img * c + ch) * spatial..][..spatial])))
+        .collect();
+    let zero = T::zero();
+    let row = |r: usize, dst: &mut [T]| {
+        let (a, b) = (scale[r % channels], shift[r % channels]);
+        if relu {
+            dst.iter_mut().zip(sources[r]).for_each(|(o, &v)| *o = (v * a + b).max(zero));
+        } else {
+            dst.iter_mut().zip(sources[r]).for_each(|(o, &v)| *o = v * a + b);
+        }
+    };
+    if out.len() >= PARALLEL_MIN {
+        out.par_chunks_mut(spatial).enumerate().with_min_len(rows_per_task(spatial)).for_each(|(r, dst)| row(r, dst));
+    } else {
+        out.chunks_mut(spatial).enumerate().for_each(|(r, dst)| row(r, dst));
+    }
+    out
+}
+
 /// Backward of batch norm. In training the statistics were the batch's, so
 /// the gradient flows through them (the full closed form); in evaluation they
 /// were constants (running statistics) and `dx = g·weight·rstd`.

@@ -162,6 +162,82 @@ impl Tensor {
     }
 }
 
+/// What [`Tensor::conv2d_fused`] does to the convolution's output, per output
+/// channel `c`: `relu?(conv·scale[c] + shift[c] + residual)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Conv2dEpilogue<'a> {
+    /// `[C_out]`: an eval-mode BatchNorm's `weight / √(running_var + eps)`.
+    pub scale: Option<&'a Tensor>,
+    /// `[C_out]`: a bias, or an eval-mode BatchNorm's `bias − running_mean·scale`.
+    pub shift: Option<&'a Tensor>,
+    /// Shaped like the output: a skip connection added before the activation.
+    pub residual: Option<&'a Tensor>,
+    /// Apply ReLU last.
+    pub relu: bool,
+}
+
+impl Tensor {
+    /// [`Tensor::conv2d`] (without bias) followed by `epilogue`, in one pass
+    /// over the output on the CPU when nothing needs gradients: the
+    /// inference form of conv → BatchNorm (eval) → (+ skip) → ReLU.
+    /// With gradients on (or on CUDA) the same function is computed by the
+    /// separate differentiable ops, so results and gradients are those of the
+    /// composition.
+    pub fn conv2d_fused(&self, weight: &Tensor, epilogue: Conv2dEpilogue<'_>, params: Conv2dParams) -> Result<Tensor> {
+        let op = "conv2d_fused";
+        let g = conv2d_geometry(op, self.shape(), weight.shape(), params)?;
+        let out_shape = [g.batch, g.out_channels, g.out_size[0], g.out_size[1]];
+        let channel_params = [("scale", epilogue.scale), ("shift", epilogue.shift)];
+        for (name, t) in channel_params.iter().filter_map(|(n, t)| t.map(|t| (n, t))) {
+            same_device(op, self, t)?;
+            same_dtype(op, self, t)?;
+            if t.shape() != [g.out_channels] {
+                return Err(Error::bad_shape(
+                    op,
+                    format!("{name} {:?} must be [{}] for weight {:?}", t.shape(), g.out_channels, weight.shape()),
+                ));
+            }
+        }
+        if let Some(r) = epilogue.residual {
+            same_device(op, self, r)?;
+            same_dtype(op, self, r)?;
+            if r.shape() != out_shape {
+                return Err(Error::ShapeMismatch { op, lhs: r.shape().to_vec(), rhs: out_shape.to_vec() });
+            }
+        }
+        let operands = [Some(self), Some(weight), epilogue.scale, epilogue.shift, epilogue.residual];
+        let needs_grad = crate::autograd::is_grad_enabled() && operands.iter().flatten().any(|t| t.requires_grad());
+        if needs_grad || self.device() != Device::Cpu {
+            let per_channel = [1, g.out_channels, 1, 1];
+            let mut y = self.conv2d(weight, None, params)?;
+            if let Some(scale) = epilogue.scale {
+                y = y.mul(&scale.reshape(&per_channel)?)?;
+            }
+            if let Some(shift) = epilogue.shift {
+                y = y.add(&shift.reshape(&per_channel)?)?;
+            }
+            if let Some(r) = epilogue.residual {
+                y = y.add(r)?;
+            }
+            return if epilogue.relu { y.relu() } else { Ok(y) };
+        }
+        dispatch_float!(self.dtype(), op, |T| {
+            let scale = epilogue.scale.map(|t| t.cpu_vec::<T>()).transpose()?;
+            let shift = epilogue.shift.map(|t| t.cpu_vec::<T>()).transpose()?;
+            let run = |residual: Option<&[T]>| -> Result<Vec<T>> {
+                let fused = cpu::conv::ConvEpilogue { scale: scale.as_deref(), shift: shift.as_deref(), residual, relu: epilogue.relu };
+                with_contiguous::<T, _>(self, |x| with_contiguous::<T, _>(weight, |w| cpu::conv::conv2d_fwd_fused(x, w, fused, &g)))?
+            };
+            // The residual is borrowed, not copied, when it is contiguous (as a block's input is).
+            let y = match epilogue.residual {
+                Some(r) => with_contiguous::<T, _>(r, |r| run(Some(r)))??,
+                None => run(None)?,
+            };
+            Ok(Tensor::from_cpu_vec(y, &out_shape))
+        })
+    }
+}
+
 /// Gradient of `conv2d` with respect to its input (backward-data, the
 /// transposed convolution): `grad_output` `[N, C_out, H_out, W_out]` and the
 /// `weight` `[C_out, C_in/groups, kh, kw]` give `[N, C_in, H, W]` for the

@@ -385,3 +385,78 @@ impl Tensor {
         }
     }
 }
+
+impl Tensor {
+    /// `relu?(cat(parts, 1)·scale[c] + shift[c])` for `[N, C_i, …]` parts
+    /// and `[ΣC_i]` scale and shift: an eval-mode BatchNorm (see
+    /// `BatchNorm2d::eval_scale_shift`) and ReLU over a channel-wise
+    /// concatenation. On the CPU with nothing needing gradients it is one
+    /// pass that reads each part in place; otherwise the separate
+    /// differentiable ops compute the same function.
+    pub fn cat_channel_affine(parts: &[Tensor], scale: &Tensor, shift: &Tensor, relu: bool) -> Result<Tensor> {
+        let op = "cat_channel_affine";
+        let Some(first) = parts.first() else {
+            return Err(Error::bad_shape(op, "needs at least one tensor"));
+        };
+        let rank = first.rank();
+        if rank < 2 {
+            return Err(Error::bad_shape(op, format!("parts must be [N, C, …], got {:?}", first.shape())));
+        }
+        for p in &parts[1..] {
+            same_device(op, first, p)?;
+            same_dtype(op, first, p)?;
+            let same_outside_channels = p.rank() == rank && p.shape()[0] == first.shape()[0] && p.shape()[2..] == first.shape()[2..];
+            if !same_outside_channels {
+                return Err(Error::bad_shape(
+                    op,
+                    format!("parts must differ only in channels, got {:?} and {:?}", first.shape(), p.shape()),
+                ));
+            }
+        }
+        let channels: usize = parts.iter().map(|p| p.shape()[1]).sum();
+        for (name, t) in [("scale", scale), ("shift", shift)] {
+            same_device(op, first, t)?;
+            same_dtype(op, first, t)?;
+            if t.shape() != [channels] {
+                return Err(Error::bad_shape(
+                    op,
+                    format!("{name} {:?} must be [{channels}] for parts with {channels} channels in all", t.shape()),
+                ));
+            }
+        }
+        let needs_grad = crate::autograd::is_grad_enabled() && parts.iter().chain([scale, shift]).any(|t| t.requires_grad());
+        if needs_grad || first.device() != Device::Cpu {
+            let mut per_channel = vec![1; rank];
+            per_channel[1] = channels;
+            let x = if parts.len() == 1 { first.clone() } else { Tensor::cat(parts, 1)? };
+            let y = x.mul(&scale.reshape(&per_channel)?)?.add(&shift.reshape(&per_channel)?)?;
+            return if relu { y.relu() } else { Ok(y) };
+        }
+        let (n, spatial) = (first.shape()[0], first.shape()[2..].iter().product::<usize>());
+        let mut shape = first.shape().to_vec();
+        shape[1] = channels;
+        dispatch_float!(first.dtype(), op, |T| {
+            let (scale, shift) = (scale.cpu_vec::<T>()?, shift.cpu_vec::<T>()?);
+            // Contiguous parts (fresh layer outputs, the usual case) are read where they
+            // lie, under their storage locks; any other is gathered once first.
+            let gathered: Vec<Option<Vec<T>>> =
+                parts.iter().map(|p| if p.is_contiguous() { Ok(None) } else { p.cpu_vec::<T>().map(Some) }).collect::<Result<_>>()?;
+            let guards: Vec<_> = parts.iter().map(|p| p.storage()).collect();
+            let mut views: Vec<(&[T], usize)> = Vec::with_capacity(parts.len());
+            for ((part, guard), gathered) in parts.iter().zip(&guards).zip(&gathered) {
+                let values = match gathered {
+                    Some(v) => v.as_slice(),
+                    None => {
+                        let cpu = guard.cpu().ok_or_else(|| Error::msg(format!("{op}: a part is not on the CPU")))?;
+                        let all = cpu.as_slice::<T>().ok_or(Error::DTypeMismatch { op, lhs: part.dtype(), rhs: T::DTYPE })?;
+                        let range =
+                            part.layout().contiguous_range().ok_or_else(|| Error::msg(format!("{op}: contiguous part without a range")))?;
+                        &all[range]
+                    }
+                };
+                views.push((values, part.shape()[1]));
+            }
+            Ok(Tensor::from_cpu_vec(cpu::norm::channel_affine(&views, n, spatial, &scale, &shift, relu), &shape))
+        })
+    }
+}
