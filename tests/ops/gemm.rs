@@ -240,3 +240,38 @@ fn f32_matmul_of_transposed_views_matches_f64() {
     privdistill::testing::assert_close(&c32, &c64, 1e-4, 1e-4);
     assert_eq!(c32.shape(), &[3, 45, 33]);
 }
+
+/// B read in runs of columns from separate places (a batch of image planes
+/// side by side): runs shorter than, longer than and not dividing a packing
+/// panel, a last run cut short, f32 on the threaded path and f64, against the
+/// naive product of the same B gathered into one matrix.
+#[test]
+fn segmented_b_matches_the_gathered_matrix() {
+    use privdistill::backend::cpu::gemm::{gemm_segmented_b, SegmentedRef};
+    for &(m, k, seg_len, runs, cut) in
+        &[(7, 5, 3, 9, 0), (13, 40, 49, 5, 0), (30, 17, 196, 3, 20), (6, 300, 16, 70, 7), (64, 64, 25, 40, 0)]
+    {
+        let n = seg_len * runs - cut;
+        let (rs, seg_stride) = (seg_len + 2, k * (seg_len + 2) + 5);
+        let data = random_values(runs * seg_stride, 1000 + m as u64);
+        let gathered: Vec<f64> = (0..k)
+            .flat_map(|r| (0..n).map(move |j| (r, j)))
+            .map(|(r, j)| data[(j / seg_len) * seg_stride + r * rs + j % seg_len])
+            .collect();
+        let a = random_values(m * k, 2000 + k as u64);
+        let (want, bound) = naive(m, n, k, 1.0, (&a, k, 1), (&gathered, n, 1), 0.0, &[], n);
+        let mut got = vec![f64::NAN; m * n];
+        let b = SegmentedRef { data: &data, rs, seg_len, seg_stride };
+        gemm_segmented_b(m, n, k, 1.0, MatRef { data: &a, rs: k, cs: 1 }, b, 0.0, &mut got, n, false);
+        for i in 0..m * n {
+            assert!((got[i] - want[i]).abs() <= 1e-12 * bound[i].max(1.0), "f64 m={m} k={k} runs of {seg_len}: element {i}");
+        }
+        let (a32, data32) = (to_f32(&a), to_f32(&data));
+        let mut got32 = vec![f32::NAN; m * n];
+        let b32 = SegmentedRef { data: &data32, rs, seg_len, seg_stride };
+        gemm_segmented_b(m, n, k, 1.0, MatRef { data: &a32, rs: k, cs: 1 }, b32, 0.0, &mut got32, n, true);
+        for i in 0..m * n {
+            assert!((got32[i] as f64 - want[i]).abs() <= 1e-5 * bound[i].max(1.0), "f32 m={m} k={k} runs of {seg_len}: element {i}");
+        }
+    }
+}

@@ -8,7 +8,7 @@
 //! work, so a batch of one still keeps every thread busy. A 1×1, stride-1,
 //! unpadded convolution skips im2col: the input already is the GEMM operand.
 
-use super::gemm::{gemm, gemm_raw_c, MatRef};
+use super::gemm::{gemm, gemm_raw_c, gemm_segmented_b, MatRef, SegmentedRef};
 use super::reduce::sum_slice;
 use super::scratch::{with_buffer, Slot};
 use super::PARALLEL_MIN;
@@ -399,23 +399,33 @@ pub fn conv2d_fwd_fused<T: Float>(x: &[T], w: &[T], epilogue: ConvEpilogue<'_, T
         let a = MatRef { data: &w[grp * cog * k..], rs: k, cs: 1 };
         if images.len() > 1 {
             let ld = width * images.len();
-            with_buffer::<T, _>(Slot::ConvColumns, k * ld, |col| {
-                im2col_images(x, g, grp, images.clone(), col, ld, parallel);
-                let b = MatRef { data: &col[..], rs: ld, cs: 1 };
-                with_buffer::<T, _>(Slot::ConvBlockOut, cog * ld, |block_out| {
-                    gemm(cog, ld, k, T::one(), a, b, T::zero(), block_out, ld, parallel);
-                    for (oc, row) in block_out.chunks_exact(ld).enumerate() {
-                        let channel = grp * cog + oc;
-                        for (n, part) in images.clone().zip(row.chunks_exact(width)) {
-                            let start = (n * g.out_channels + channel) * out_plane + rows.start * out_w;
-                            // SAFETY: tasks are distinct (image run, group, row block) triples, so
-                            // the output ranges `start..start+width` of different tasks never
-                            // overlap, and `out` outlives every task (they finish before it is returned).
-                            let dst = unsafe { shared.slice(start, width) };
-                            epilogue.apply(channel, start, part, dst);
-                        }
+            let scatter = |block_out: &[T]| {
+                for (oc, row) in block_out.chunks_exact(ld).enumerate() {
+                    let channel = grp * cog + oc;
+                    for (n, part) in images.clone().zip(row.chunks_exact(width)) {
+                        let start = (n * g.out_channels + channel) * out_plane + rows.start * out_w;
+                        // SAFETY: tasks are distinct (image run, group, row block) triples, so
+                        // the output ranges `start..start+width` of different tasks never
+                        // overlap, and `out` outlives every task (they finish before it is returned).
+                        let dst = unsafe { shared.slice(start, width) };
+                        epilogue.apply(channel, start, part, dst);
                     }
-                });
+                }
+            };
+            with_buffer::<T, _>(Slot::ConvBlockOut, cog * ld, |block_out| {
+                if g.is_pointwise() {
+                    // The images' planes are the columns as they lie: no im2col copy.
+                    let image_len = g.in_channels * g.in_plane();
+                    let data = &x[images.start * image_len + grp * g.in_per_group() * g.in_plane()..];
+                    let b = SegmentedRef { data, rs: g.in_plane(), seg_len: out_plane, seg_stride: image_len };
+                    gemm_segmented_b(cog, ld, k, T::one(), a, b, T::zero(), block_out, ld, parallel);
+                } else {
+                    with_buffer::<T, _>(Slot::ConvColumns, k * ld, |col| {
+                        im2col_images(x, g, grp, images.clone(), col, ld, parallel);
+                        gemm(cog, ld, k, T::one(), a, MatRef { data: &col[..], rs: ld, cs: 1 }, T::zero(), block_out, ld, parallel);
+                    });
+                }
+                scatter(block_out);
             });
             return;
         }

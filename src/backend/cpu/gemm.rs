@@ -35,6 +35,28 @@ pub struct MatRef<'a, T> {
     pub cs: usize,
 }
 
+/// A read-only matrix whose columns come in equal runs from separate places:
+/// element (i, j) is `data[(j / seg_len)·seg_stride + i·rs + j % seg_len]`.
+/// A batch of images' planes side by side (the B operand of a pointwise
+/// convolution over several images) is one, read where it lies instead of
+/// being copied into one matrix first.
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentedRef<'a, T> {
+    pub data: &'a [T],
+    pub rs: usize,
+    /// Columns per run (a plane's pixels).
+    pub seg_len: usize,
+    /// Distance between the starts of consecutive runs (an image's size).
+    pub seg_stride: usize,
+}
+
+/// The B operand as the packing code reads it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum BOperand<'a, T> {
+    Strided(MatRef<'a, T>),
+    Segmented(SegmentedRef<'a, T>),
+}
+
 /// The f32 micro-kernels this build knows, for tests and benchmarks that want
 /// to exercise or time one of them rather than the automatic choice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,11 +115,27 @@ pub fn gemm<T: Float>(
         let (alpha32, beta32) = (bytemuck::cast::<T, f32>(alpha), bytemuck::cast::<T, f32>(beta));
         let rsc = checked_c(m, n, c32.len(), rsc);
         // SAFETY: `checked_c` proved the window inside `c`, which we borrow mutably.
-        unsafe { gemm_driver(kernel::best_f32().1, m, n, k, alpha32, a32, b32, beta32, SharedMut(c32.as_mut_ptr()), rsc, parallel) };
+        unsafe {
+            gemm_driver(
+                kernel::best_f32().1,
+                m,
+                n,
+                k,
+                alpha32,
+                a32,
+                BOperand::Strided(b32),
+                beta32,
+                SharedMut(c32.as_mut_ptr()),
+                rsc,
+                parallel,
+            )
+        };
     } else {
         let rsc = checked_c(m, n, c.len(), rsc);
         // SAFETY: as above.
-        unsafe { gemm_driver(&kernel::portable::<T>(), m, n, k, alpha, a, b, beta, SharedMut(c.as_mut_ptr()), rsc, parallel) };
+        unsafe {
+            gemm_driver(&kernel::portable::<T>(), m, n, k, alpha, a, BOperand::Strided(b), beta, SharedMut(c.as_mut_ptr()), rsc, parallel)
+        };
     }
 }
 
@@ -133,10 +171,60 @@ pub unsafe fn gemm_raw_c<T: Float>(
         let b32 = MatRef { data: bytemuck::cast_slice::<T, f32>(b.data), rs: b.rs, cs: b.cs };
         let (alpha32, beta32) = (bytemuck::cast::<T, f32>(alpha), bytemuck::cast::<T, f32>(beta));
         // SAFETY: the window at `c` is ours by this function's contract.
-        unsafe { gemm_driver(kernel::best_f32().1, m, n, k, alpha32, a32, b32, beta32, SharedMut(c.cast::<f32>()), rsc, parallel) };
+        unsafe {
+            gemm_driver(
+                kernel::best_f32().1,
+                m,
+                n,
+                k,
+                alpha32,
+                a32,
+                BOperand::Strided(b32),
+                beta32,
+                SharedMut(c.cast::<f32>()),
+                rsc,
+                parallel,
+            )
+        };
     } else {
         // SAFETY: as above.
-        unsafe { gemm_driver(&kernel::portable::<T>(), m, n, k, alpha, a, b, beta, SharedMut(c), rsc, parallel) };
+        unsafe { gemm_driver(&kernel::portable::<T>(), m, n, k, alpha, a, BOperand::Strided(b), beta, SharedMut(c), rsc, parallel) };
+    }
+}
+
+/// [`gemm`] with a B whose columns come in runs from separate places (see
+/// [`SegmentedRef`]).
+///
+/// # Panics
+/// As [`gemm`]; also if `seg_len` is zero or runs overlap (`seg_stride < seg_len`).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_segmented_b<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    a: MatRef<T>,
+    b: SegmentedRef<T>,
+    beta: T,
+    c: &mut [T],
+    rsc: usize,
+    parallel: bool,
+) {
+    assert!(b.seg_len > 0 && b.seg_stride >= b.seg_len, "gemm: segments of {} columns {} apart overlap", b.seg_len, b.seg_stride);
+    let rsc = checked_c(m, n, c.len(), rsc);
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        let a32 = MatRef { data: bytemuck::cast_slice::<T, f32>(a.data), rs: a.rs, cs: a.cs };
+        let b32 = SegmentedRef { data: bytemuck::cast_slice::<T, f32>(b.data), rs: b.rs, seg_len: b.seg_len, seg_stride: b.seg_stride };
+        let c32 = bytemuck::cast_slice_mut::<T, f32>(c);
+        let (alpha32, beta32) = (bytemuck::cast::<T, f32>(alpha), bytemuck::cast::<T, f32>(beta));
+        let b32 = BOperand::Segmented(b32);
+        // SAFETY: `checked_c` proved the window inside `c`, which we borrow mutably.
+        unsafe { gemm_driver(kernel::best_f32().1, m, n, k, alpha32, a32, b32, beta32, SharedMut(c32.as_mut_ptr()), rsc, parallel) };
+    } else {
+        // SAFETY: as above.
+        unsafe {
+            gemm_driver(&kernel::portable::<T>(), m, n, k, alpha, a, BOperand::Segmented(b), beta, SharedMut(c.as_mut_ptr()), rsc, parallel)
+        };
     }
 }
 
@@ -174,7 +262,7 @@ pub fn sgemm_with(
     let micro = kernel.micro_kernel().unwrap_or_else(|| panic!("gemm: the {kernel:?} micro-kernel needs CPU features this machine lacks"));
     let rsc = checked_c(m, n, c.len(), rsc);
     // SAFETY: `checked_c` proved the window inside `c`, which we borrow mutably.
-    unsafe { gemm_driver(micro, m, n, k, alpha, a, b, beta, SharedMut(c.as_mut_ptr()), rsc, parallel) };
+    unsafe { gemm_driver(micro, m, n, k, alpha, a, BOperand::Strided(b), beta, SharedMut(c.as_mut_ptr()), rsc, parallel) };
 }
 
 /// Below this many multiply-adds a product runs on one thread: a rayon
@@ -218,7 +306,7 @@ unsafe fn gemm_driver<T: Float>(
     k: usize,
     alpha: T,
     a: MatRef<T>,
-    b: MatRef<T>,
+    b: BOperand<T>,
     beta: T,
     c_ptr: SharedMut<T>,
     rsc: usize,
@@ -233,7 +321,16 @@ unsafe fn gemm_driver<T: Float>(
         return;
     }
     assert!(a.data.len() > last_index(m, k, a.rs, a.cs), "gemm: A is too short for {m}×{k} with strides ({}, {})", a.rs, a.cs);
-    assert!(b.data.len() > last_index(k, n, b.rs, b.cs), "gemm: B is too short for {k}×{n} with strides ({}, {})", b.rs, b.cs);
+    match b {
+        BOperand::Strided(b) => {
+            assert!(b.data.len() > last_index(k, n, b.rs, b.cs), "gemm: B is too short for {k}×{n} with strides ({}, {})", b.rs, b.cs)
+        }
+        BOperand::Segmented(b) => {
+            // With runs no closer than their length, the last column is the furthest.
+            let last = (n - 1) / b.seg_len * b.seg_stride + (k - 1) * b.rs + (n - 1) % b.seg_len;
+            assert!(b.data.len() > last, "gemm: B is too short for {k}×{n} in runs of {} columns {} apart", b.seg_len, b.seg_stride)
+        }
+    }
 
     let (mr, nr) = (micro.mr, micro.nr);
     assert!(mr * nr <= kernel::MAX_TILE, "gemm: a {mr}×{nr} micro-kernel tile exceeds the edge scratch space");

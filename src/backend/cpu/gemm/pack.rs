@@ -2,7 +2,7 @@
 //! contiguous micro-panel order the micro-kernel streams, zero-padded to whole
 //! panels so edge tiles need no special case inside the kernel.
 
-use super::MatRef;
+use super::{BOperand, MatRef, SegmentedRef};
 use crate::tensor::Float;
 use rayon::prelude::*;
 
@@ -51,7 +51,65 @@ pub(super) fn pack_a<T: Float>(dst: &mut [T], a: MatRef<T>, row0: usize, col0: u
 /// `nr` columns: panel q, step p, lane j holds B[row0 + p, col0 + q·nr + j].
 /// Columns past the end are zero. `dst` holds ⌈nc/nr⌉·nr·kc elements.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn pack_b<T: Float>(dst: &mut [T], b: MatRef<T>, row0: usize, col0: usize, kc: usize, nc: usize, nr: usize, parallel: bool) {
+pub(super) fn pack_b<T: Float>(dst: &mut [T], b: BOperand<T>, row0: usize, col0: usize, kc: usize, nc: usize, nr: usize, parallel: bool) {
+    match b {
+        BOperand::Strided(b) => pack_b_strided(dst, b, row0, col0, kc, nc, nr, parallel),
+        BOperand::Segmented(b) => pack_b_segmented(dst, b, row0, col0, kc, nc, nr, parallel),
+    }
+}
+
+/// [`pack_b`] for a B whose columns come in runs (see `SegmentedRef`): a
+/// panel inside one run is a plain row-major copy; a panel across runs is
+/// copied piece by piece.
+#[allow(clippy::too_many_arguments)]
+fn pack_b_segmented<T: Float>(
+    dst: &mut [T],
+    b: SegmentedRef<T>,
+    row0: usize,
+    col0: usize,
+    kc: usize,
+    nc: usize,
+    nr: usize,
+    parallel: bool,
+) {
+    let pack_panel = |(q, panel): (usize, &mut [T])| {
+        let cols = nr.min(nc - q * nr);
+        let first_col = col0 + q * nr;
+        let (seg, offset) = (first_col / b.seg_len, first_col % b.seg_len);
+        if offset + cols <= b.seg_len {
+            let run = MatRef { data: &b.data[seg * b.seg_stride + offset..], rs: b.rs, cs: 1 };
+            pack_b_strided(panel, run, row0, 0, kc, cols, nr, false);
+            return;
+        }
+        if cols < nr {
+            panel.fill(T::zero());
+        }
+        // (first lane, lanes, start in data) of each run the panel crosses.
+        let mut pieces = Vec::with_capacity(nr);
+        let mut lane = 0;
+        while lane < cols {
+            let col = first_col + lane;
+            let (seg, offset) = (col / b.seg_len, col % b.seg_len);
+            let len = (b.seg_len - offset).min(cols - lane);
+            pieces.push((lane, len, seg * b.seg_stride + offset));
+            lane += len;
+        }
+        for (p, step) in panel.chunks_exact_mut(nr).enumerate() {
+            let row = (row0 + p) * b.rs;
+            for &(lane, len, start) in &pieces {
+                step[lane..lane + len].copy_from_slice(&b.data[start + row..][..len]);
+            }
+        }
+    };
+    if parallel {
+        dst.par_chunks_mut(kc * nr).enumerate().for_each(pack_panel);
+    } else {
+        dst.chunks_mut(kc * nr).enumerate().for_each(pack_panel);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pack_b_strided<T: Float>(dst: &mut [T], b: MatRef<T>, row0: usize, col0: usize, kc: usize, nc: usize, nr: usize, parallel: bool) {
     let pack_panel = |(q, panel): (usize, &mut [T])| {
         let cols = nr.min(nc - q * nr);
         let first_col = col0 + q * nr;
