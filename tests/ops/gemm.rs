@@ -247,7 +247,7 @@ fn f32_matmul_of_transposed_views_matches_f64() {
 /// naive product of the same B gathered into one matrix.
 #[test]
 fn segmented_b_matches_the_gathered_matrix() {
-    use privdistill::backend::cpu::gemm::{gemm_segmented_b, SegmentedRef};
+    use privdistill::backend::cpu::gemm::SegmentedRef;
     for &(m, k, seg_len, runs, cut) in
         &[(7, 5, 3, 9, 0), (13, 40, 49, 5, 0), (30, 17, 196, 3, 20), (6, 300, 16, 70, 7), (64, 64, 25, 40, 0)]
     {
@@ -262,16 +262,47 @@ fn segmented_b_matches_the_gathered_matrix() {
         let (want, bound) = naive(m, n, k, 1.0, (&a, k, 1), (&gathered, n, 1), 0.0, &[], n);
         let mut got = vec![f64::NAN; m * n];
         let b = SegmentedRef { data: &data, rs, seg_len, seg_stride };
-        gemm_segmented_b(m, n, k, 1.0, MatRef { data: &a, rs: k, cs: 1 }, b, 0.0, &mut got, n, false);
+        gemm(m, n, k, 1.0, MatRef { data: &a, rs: k, cs: 1 }, b, 0.0, &mut got, n, false);
         for i in 0..m * n {
             assert!((got[i] - want[i]).abs() <= 1e-12 * bound[i].max(1.0), "f64 m={m} k={k} runs of {seg_len}: element {i}");
         }
         let (a32, data32) = (to_f32(&a), to_f32(&data));
         let mut got32 = vec![f32::NAN; m * n];
         let b32 = SegmentedRef { data: &data32, rs, seg_len, seg_stride };
-        gemm_segmented_b(m, n, k, 1.0, MatRef { data: &a32, rs: k, cs: 1 }, b32, 0.0, &mut got32, n, true);
+        gemm(m, n, k, 1.0, MatRef { data: &a32, rs: k, cs: 1 }, b32, 0.0, &mut got32, n, true);
         for i in 0..m * n {
             assert!((got32[i] as f64 - want[i]).abs() <= 1e-5 * bound[i].max(1.0), "f32 m={m} k={k} runs of {seg_len}: element {i}");
         }
+    }
+}
+
+/// A packed once and reused: several k slices (k past the kernel's depth), a
+/// last row panel cut short, a transposed A, serial and threaded, f32 and
+/// f64, equal to the product with A packed on the fly, bit for bit.
+#[test]
+fn packed_a_gives_the_same_product() {
+    use privdistill::backend::cpu::gemm::PackedA;
+    for &(m, n, k, trans_a) in &[(7, 9, 5, false), (40, 50, 900, false), (13, 300, 385, true), (128, 96, 1152, false)] {
+        let (a, ars, acs) = operand(m, k, trans_a, 7 + m as u64);
+        let (b, brs, bcs) = operand(k, n, false, 8 + k as u64);
+        let a_ref = MatRef { data: &a, rs: ars, cs: acs };
+        let b_ref = MatRef { data: &b, rs: brs, cs: bcs };
+        let mut want = vec![0.0; m * n];
+        gemm(m, n, k, 1.0, a_ref, b_ref, 0.0, &mut want, n, false);
+        let packed = PackedA::new(a_ref, m, k);
+        for parallel in [false, true] {
+            let mut got = vec![f64::NAN; m * n];
+            gemm(m, n, k, 1.0, &packed, b_ref, 0.0, &mut got, n, parallel);
+            assert_eq!(got, want, "f64 {m}×{n}×{k}");
+        }
+        let (a32, b32) = (to_f32(&a), to_f32(&b));
+        let a32_ref = MatRef { data: &a32, rs: ars, cs: acs };
+        let b32_ref = MatRef { data: &b32, rs: brs, cs: bcs };
+        let mut want32 = vec![0.0f32; m * n];
+        gemm(m, n, k, 1.0, a32_ref, b32_ref, 0.0, &mut want32, n, true);
+        let packed32 = PackedA::new(a32_ref, m, k);
+        let mut got32 = vec![f32::NAN; m * n];
+        gemm(m, n, k, 1.0, &packed32, b32_ref, 0.0, &mut got32, n, true);
+        assert_eq!(got32, want32, "f32 {m}×{n}×{k}");
     }
 }

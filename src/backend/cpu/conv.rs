@@ -8,7 +8,7 @@
 //! work, so a batch of one still keeps every thread busy. A 1×1, stride-1,
 //! unpadded convolution skips im2col: the input already is the GEMM operand.
 
-use super::gemm::{gemm, gemm_raw_c, gemm_segmented_b, MatRef, SegmentedRef};
+use super::gemm::{gemm, gemm_raw_c, MatRef, PackedA, SegmentedRef};
 use super::reduce::sum_slice;
 use super::scratch::{with_buffer, Slot};
 use super::PARALLEL_MIN;
@@ -269,6 +269,18 @@ impl<T> SharedMut<T> {
 /// spending a third of its time re-packing the weights and in edge tiles.
 const BATCH_PLANES_BELOW: usize = 1024;
 
+/// The longest run of images, at most `longest`, that cuts `batch` into runs
+/// the threads share evenly enough: 3 runs of a batch of 8 on 2 threads leave
+/// one thread idle for a quarter of the convolution, 4 runs of 2 do not.
+fn balanced_run_length(batch: usize, longest: usize, threads: usize) -> usize {
+    // Busy share of the threads' time when every run costs the same: ≥ 80 %.
+    let even = |len: usize| {
+        let runs = batch.div_ceil(len);
+        5 * runs >= 4 * threads * runs.div_ceil(threads)
+    };
+    (1..=longest).rev().find(|&len| even(len)).unwrap_or(longest)
+}
+
 /// im2col of images `images` (all output rows) of one group into `col`, a
 /// `[col_rows, images·out_plane]` matrix with row stride `ld`: image i fills
 /// columns `i·out_plane..`. A pointwise convolution copies the input planes.
@@ -379,7 +391,7 @@ pub fn conv2d_fwd_fused<T: Float>(x: &[T], w: &[T], epilogue: ConvEpilogue<'_, T
     let threads = rayon::current_num_threads();
     let images_per_task = if out_plane < BATCH_PLANES_BELOW && g.batch > 1 {
         let by_memory = COL_BLOCK_ELEMS / (k * out_plane).max(1);
-        by_memory.min(g.batch.div_ceil(threads)).clamp(1, g.batch)
+        balanced_run_length(g.batch, by_memory.min(g.batch.div_ceil(threads)).clamp(1, g.batch), threads)
     } else {
         1
     };
@@ -390,13 +402,16 @@ pub fn conv2d_fwd_fused<T: Float>(x: &[T], w: &[T], epilogue: ConvEpilogue<'_, T
         g.blocks(g.rows_per_block(g.batch * g.groups, 2 * threads))
     };
     let tasks = image_runs.len() * g.groups * blocks.len();
+    // Every task of a group multiplies the same weights: pack them once, not once per task.
+    let weights: Vec<PackedA<T>> =
+        (0..g.groups).map(|grp| PackedA::new(MatRef { data: &w[grp * cog * k..], rs: k, cs: 1 }, cog, k)).collect();
     let shared = SharedMut::new(&mut out);
     let run = |task: usize, parallel: bool| {
         let rows = blocks[task % blocks.len()].clone();
         let item = task / blocks.len();
         let (images, grp) = (image_runs[item / g.groups].clone(), item % g.groups);
         let width = rows.len() * out_w;
-        let a = MatRef { data: &w[grp * cog * k..], rs: k, cs: 1 };
+        let a = &weights[grp];
         if images.len() > 1 {
             let ld = width * images.len();
             let scatter = |block_out: &[T]| {
@@ -418,7 +433,7 @@ pub fn conv2d_fwd_fused<T: Float>(x: &[T], w: &[T], epilogue: ConvEpilogue<'_, T
                     let image_len = g.in_channels * g.in_plane();
                     let data = &x[images.start * image_len + grp * g.in_per_group() * g.in_plane()..];
                     let b = SegmentedRef { data, rs: g.in_plane(), seg_len: out_plane, seg_stride: image_len };
-                    gemm_segmented_b(cog, ld, k, T::one(), a, b, T::zero(), block_out, ld, parallel);
+                    gemm(cog, ld, k, T::one(), a, b, T::zero(), block_out, ld, parallel);
                 } else {
                     with_buffer::<T, _>(Slot::ConvColumns, k * ld, |col| {
                         im2col_images(x, g, grp, images.clone(), col, ld, parallel);
@@ -601,6 +616,16 @@ mod tests {
         assert_eq!(valid_outputs(3, 5, 1, 0), 0..3);
         assert_eq!(valid_outputs(3, 2, 1, 4), 0..0);
         assert_eq!(valid_outputs(2, 3, 1, -5), 2..2);
+    }
+
+    #[test]
+    fn image_runs_share_evenly_between_threads() {
+        assert_eq!(balanced_run_length(8, 3, 2), 2, "4 runs of 2, not 3 runs of 3, 3, 2");
+        assert_eq!(balanced_run_length(8, 4, 2), 4);
+        assert_eq!(balanced_run_length(16, 3, 2), 3, "6 runs, 3 per thread");
+        assert_eq!(balanced_run_length(5, 3, 2), 3, "runs of 3 and 2");
+        assert_eq!(balanced_run_length(7, 4, 1), 4, "one thread: any split is even");
+        assert_eq!(balanced_run_length(9, 4, 2), 2, "5 runs share 3:2, 3 runs would share 2:1");
     }
 
     #[test]

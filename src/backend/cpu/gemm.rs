@@ -50,11 +50,114 @@ pub struct SegmentedRef<'a, T> {
     pub seg_stride: usize,
 }
 
-/// The B operand as the packing code reads it.
+/// An A operand packed once into the micro-kernel's panel order, for a
+/// matrix multiplied by many B's (a convolution's weights, by every block of
+/// every image): each product then streams it as it is instead of packing it
+/// again per task.
+pub struct PackedA<T> {
+    data: Vec<T>,
+    m: usize,
+    k: usize,
+    mr: usize,
+    kc: usize,
+}
+
+impl<T: Float> PackedA<T> {
+    /// Pack the m×k matrix `a` for the kernel [`gemm`] uses for `T` on this CPU.
+    ///
+    /// # Panics
+    /// If `a` is too short for m×k with its strides.
+    pub fn new(a: MatRef<T>, m: usize, k: usize) -> Self {
+        let (mr, kc) = if TypeId::of::<T>() == TypeId::of::<f32>() {
+            let micro = kernel::best_f32().1;
+            (micro.mr, micro.kc)
+        } else {
+            let micro = kernel::portable::<T>();
+            (micro.mr, micro.kc)
+        };
+        if m > 0 && k > 0 {
+            assert!(a.data.len() > last_index(m, k, a.rs, a.cs), "gemm: A is too short for {m}×{k} with strides ({}, {})", a.rs, a.cs);
+        }
+        let rows = m.div_ceil(mr) * mr;
+        let mut data = vec![T::zero(); rows * k];
+        // k slice by k slice, each as the driver walks it: ⌈m/mr⌉ panels of kc·mr,
+        // packed on every thread when there is enough to share.
+        let parallel = rows * k >= PARALLEL_PACK_MIN;
+        for pc in (0..k).step_by(kc.max(1)) {
+            let kc_now = kc.min(k - pc);
+            let slice = &mut data[pc * rows..(pc + kc_now) * rows];
+            let pack_panel = |(q, panel): (usize, &mut [T])| pack::pack_a(panel, a, q * mr, pc, mr.min(m - q * mr), kc_now, mr);
+            if parallel {
+                slice.par_chunks_mut(kc_now * mr).enumerate().with_min_len(8).for_each(pack_panel);
+            } else {
+                slice.chunks_mut(kc_now * mr).enumerate().for_each(pack_panel);
+            }
+        }
+        PackedA { data, m, k, mr, kc }
+    }
+}
+
+/// The A operand of a product: strided, packed by each task as it goes, or packed already.
+#[derive(Clone, Copy)]
+pub enum AOperand<'a, T> {
+    Strided(MatRef<'a, T>),
+    Packed { data: &'a [T], m: usize, k: usize, mr: usize, kc: usize },
+}
+
+impl<'a, T> From<MatRef<'a, T>> for AOperand<'a, T> {
+    fn from(a: MatRef<'a, T>) -> Self {
+        AOperand::Strided(a)
+    }
+}
+
+impl<'a, T> From<&'a PackedA<T>> for AOperand<'a, T> {
+    fn from(p: &'a PackedA<T>) -> Self {
+        AOperand::Packed { data: &p.data, m: p.m, k: p.k, mr: p.mr, kc: p.kc }
+    }
+}
+
+/// The B operand of a product: strided, or in runs of columns.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum BOperand<'a, T> {
+pub enum BOperand<'a, T> {
     Strided(MatRef<'a, T>),
     Segmented(SegmentedRef<'a, T>),
+}
+
+impl<'a, T> From<MatRef<'a, T>> for BOperand<'a, T> {
+    fn from(b: MatRef<'a, T>) -> Self {
+        BOperand::Strided(b)
+    }
+}
+
+impl<'a, T> From<SegmentedRef<'a, T>> for BOperand<'a, T> {
+    fn from(b: SegmentedRef<'a, T>) -> Self {
+        BOperand::Segmented(b)
+    }
+}
+
+impl<'a, T: Float> AOperand<'a, T> {
+    /// The same operand over f32 data (`T` must be f32; bytemuck checks the cast).
+    fn as_f32(self) -> AOperand<'a, f32> {
+        match self {
+            AOperand::Strided(a) => AOperand::Strided(MatRef { data: bytemuck::cast_slice(a.data), rs: a.rs, cs: a.cs }),
+            AOperand::Packed { data, m, k, mr, kc } => AOperand::Packed { data: bytemuck::cast_slice(data), m, k, mr, kc },
+        }
+    }
+}
+
+impl<'a, T: Float> BOperand<'a, T> {
+    /// The same operand over f32 data (`T` must be f32; bytemuck checks the cast).
+    fn as_f32(self) -> BOperand<'a, f32> {
+        match self {
+            BOperand::Strided(b) => BOperand::Strided(MatRef { data: bytemuck::cast_slice(b.data), rs: b.rs, cs: b.cs }),
+            BOperand::Segmented(b) => BOperand::Segmented(SegmentedRef {
+                data: bytemuck::cast_slice(b.data),
+                rs: b.rs,
+                seg_len: b.seg_len,
+                seg_stride: b.seg_stride,
+            }),
+        }
+    }
 }
 
 /// The f32 micro-kernels this build knows, for tests and benchmarks that want
@@ -87,56 +190,31 @@ impl SgemmKernel {
 }
 
 /// C (m×n, row stride `rsc`, unit column stride) = alpha·A (m×k)·B (k×n) + beta·C.
+/// A is a [`MatRef`] or a [`PackedA`]; B a [`MatRef`] or a [`SegmentedRef`].
 /// `parallel` lets the kernel use the rayon pool (off when the caller already
 /// parallelises over a batch). When `beta` is zero C is only written, never
 /// read, so NaNs in it do not leak into the result.
 ///
 /// # Panics
-/// If a slice is too short for the given sizes and strides, or `rsc < n` with
-/// more than one row (rows of C would overlap).
+/// If a slice is too short for the given sizes and strides, `rsc < n` with
+/// more than one row (rows of C would overlap), B's runs overlap, or A was
+/// packed for other sizes.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm<T: Float>(
+pub fn gemm<'a, T: Float>(
     m: usize,
     n: usize,
     k: usize,
     alpha: T,
-    a: MatRef<T>,
-    b: MatRef<T>,
+    a: impl Into<AOperand<'a, T>>,
+    b: impl Into<BOperand<'a, T>>,
     beta: T,
     c: &mut [T],
     rsc: usize,
     parallel: bool,
 ) {
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        // T is f32, so these casts are identities (checked by bytemuck, no unsafe needed).
-        let a32 = MatRef { data: bytemuck::cast_slice::<T, f32>(a.data), rs: a.rs, cs: a.cs };
-        let b32 = MatRef { data: bytemuck::cast_slice::<T, f32>(b.data), rs: b.rs, cs: b.cs };
-        let c32 = bytemuck::cast_slice_mut::<T, f32>(c);
-        let (alpha32, beta32) = (bytemuck::cast::<T, f32>(alpha), bytemuck::cast::<T, f32>(beta));
-        let rsc = checked_c(m, n, c32.len(), rsc);
-        // SAFETY: `checked_c` proved the window inside `c`, which we borrow mutably.
-        unsafe {
-            gemm_driver(
-                kernel::best_f32().1,
-                m,
-                n,
-                k,
-                alpha32,
-                a32,
-                BOperand::Strided(b32),
-                beta32,
-                SharedMut(c32.as_mut_ptr()),
-                rsc,
-                parallel,
-            )
-        };
-    } else {
-        let rsc = checked_c(m, n, c.len(), rsc);
-        // SAFETY: as above.
-        unsafe {
-            gemm_driver(&kernel::portable::<T>(), m, n, k, alpha, a, BOperand::Strided(b), beta, SharedMut(c.as_mut_ptr()), rsc, parallel)
-        };
-    }
+    let rsc = checked_c(m, n, c.len(), rsc);
+    // SAFETY: `checked_c` proved the window inside `c`, which we borrow mutably.
+    unsafe { dispatch(m, n, k, alpha, a.into(), b.into(), beta, c.as_mut_ptr(), rsc, parallel) };
 }
 
 /// [`gemm`] writing C through a raw pointer, for callers whose tasks write
@@ -145,20 +223,21 @@ pub fn gemm<T: Float>(
 /// spanning its tile without overlapping another task's.
 ///
 /// # Safety
-/// `c` must be valid for reads and writes of the m×n window with row stride
-/// `rsc` (`rsc ≥ n` when `m > 1`), and nothing else may access that window
-/// during the call. Elements between the window's rows are neither read nor written.
+/// `c` must be valid for writes (and, unless `beta` is zero, reads of
+/// initialised values) of the m×n window with row stride `rsc`, and nothing
+/// else may access that window during the call. Elements between the
+/// window's rows are neither read nor written.
 ///
 /// # Panics
-/// As [`gemm`], for A and B.
+/// As [`gemm`], for A and B, and if `rsc < n` with more than one row.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm_raw_c<T: Float>(
+pub unsafe fn gemm_raw_c<'a, T: Float>(
     m: usize,
     n: usize,
     k: usize,
     alpha: T,
-    a: MatRef<T>,
-    b: MatRef<T>,
+    a: impl Into<AOperand<'a, T>>,
+    b: impl Into<BOperand<'a, T>>,
     beta: T,
     c: *mut T,
     rsc: usize,
@@ -166,65 +245,39 @@ pub unsafe fn gemm_raw_c<T: Float>(
 ) {
     let rsc = if m == 1 { n } else { rsc };
     assert!(rsc >= n, "gemm: row stride of C ({rsc}) is smaller than its width ({n})");
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        let a32 = MatRef { data: bytemuck::cast_slice::<T, f32>(a.data), rs: a.rs, cs: a.cs };
-        let b32 = MatRef { data: bytemuck::cast_slice::<T, f32>(b.data), rs: b.rs, cs: b.cs };
-        let (alpha32, beta32) = (bytemuck::cast::<T, f32>(alpha), bytemuck::cast::<T, f32>(beta));
-        // SAFETY: the window at `c` is ours by this function's contract.
-        unsafe {
-            gemm_driver(
-                kernel::best_f32().1,
-                m,
-                n,
-                k,
-                alpha32,
-                a32,
-                BOperand::Strided(b32),
-                beta32,
-                SharedMut(c.cast::<f32>()),
-                rsc,
-                parallel,
-            )
-        };
-    } else {
-        // SAFETY: as above.
-        unsafe { gemm_driver(&kernel::portable::<T>(), m, n, k, alpha, a, BOperand::Strided(b), beta, SharedMut(c), rsc, parallel) };
-    }
+    // SAFETY: the window at `c` is ours by this function's contract.
+    unsafe { dispatch(m, n, k, alpha, a.into(), b.into(), beta, c, rsc, parallel) };
 }
 
-/// [`gemm`] with a B whose columns come in runs from separate places (see
-/// [`SegmentedRef`]).
+/// The driver with the best kernel for `T`.
 ///
-/// # Panics
-/// As [`gemm`]; also if `seg_len` is zero or runs overlap (`seg_stride < seg_len`).
+/// # Safety
+/// As [`gemm_raw_c`].
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_segmented_b<T: Float>(
+unsafe fn dispatch<T: Float>(
     m: usize,
     n: usize,
     k: usize,
     alpha: T,
-    a: MatRef<T>,
-    b: SegmentedRef<T>,
+    a: AOperand<T>,
+    b: BOperand<T>,
     beta: T,
-    c: &mut [T],
+    c: *mut T,
     rsc: usize,
     parallel: bool,
 ) {
-    assert!(b.seg_len > 0 && b.seg_stride >= b.seg_len, "gemm: segments of {} columns {} apart overlap", b.seg_len, b.seg_stride);
-    let rsc = checked_c(m, n, c.len(), rsc);
+    if let BOperand::Segmented(b) = b {
+        assert!(b.seg_len > 0 && b.seg_stride >= b.seg_len, "gemm: runs of {} columns {} apart overlap", b.seg_len, b.seg_stride);
+    }
     if TypeId::of::<T>() == TypeId::of::<f32>() {
-        let a32 = MatRef { data: bytemuck::cast_slice::<T, f32>(a.data), rs: a.rs, cs: a.cs };
-        let b32 = SegmentedRef { data: bytemuck::cast_slice::<T, f32>(b.data), rs: b.rs, seg_len: b.seg_len, seg_stride: b.seg_stride };
-        let c32 = bytemuck::cast_slice_mut::<T, f32>(c);
+        // T is f32, so these casts are identities (checked by bytemuck, no unsafe needed).
         let (alpha32, beta32) = (bytemuck::cast::<T, f32>(alpha), bytemuck::cast::<T, f32>(beta));
-        let b32 = BOperand::Segmented(b32);
-        // SAFETY: `checked_c` proved the window inside `c`, which we borrow mutably.
-        unsafe { gemm_driver(kernel::best_f32().1, m, n, k, alpha32, a32, b32, beta32, SharedMut(c32.as_mut_ptr()), rsc, parallel) };
+        let c32 = SharedMut(c.cast::<f32>());
+        // SAFETY: the window at `c` is ours by this function's contract.
+        unsafe { gemm_driver(kernel::best_f32().1, m, n, k, alpha32, a.as_f32(), b.as_f32(), beta32, c32, rsc, parallel) };
     } else {
         // SAFETY: as above.
-        unsafe {
-            gemm_driver(&kernel::portable::<T>(), m, n, k, alpha, a, BOperand::Segmented(b), beta, SharedMut(c.as_mut_ptr()), rsc, parallel)
-        };
+        unsafe { gemm_driver(&kernel::portable::<T>(), m, n, k, alpha, a, b, beta, SharedMut(c), rsc, parallel) };
     }
 }
 
@@ -262,7 +315,9 @@ pub fn sgemm_with(
     let micro = kernel.micro_kernel().unwrap_or_else(|| panic!("gemm: the {kernel:?} micro-kernel needs CPU features this machine lacks"));
     let rsc = checked_c(m, n, c.len(), rsc);
     // SAFETY: `checked_c` proved the window inside `c`, which we borrow mutably.
-    unsafe { gemm_driver(micro, m, n, k, alpha, a, BOperand::Strided(b), beta, SharedMut(c.as_mut_ptr()), rsc, parallel) };
+    unsafe {
+        gemm_driver(micro, m, n, k, alpha, AOperand::Strided(a), BOperand::Strided(b), beta, SharedMut(c.as_mut_ptr()), rsc, parallel)
+    };
 }
 
 /// Below this many multiply-adds a product runs on one thread: a rayon
@@ -305,7 +360,7 @@ unsafe fn gemm_driver<T: Float>(
     n: usize,
     k: usize,
     alpha: T,
-    a: MatRef<T>,
+    a: AOperand<T>,
     b: BOperand<T>,
     beta: T,
     c_ptr: SharedMut<T>,
@@ -320,7 +375,17 @@ unsafe fn gemm_driver<T: Float>(
         unsafe { scale_c(m, n, beta, c_ptr, rsc) };
         return;
     }
-    assert!(a.data.len() > last_index(m, k, a.rs, a.cs), "gemm: A is too short for {m}×{k} with strides ({}, {})", a.rs, a.cs);
+    match a {
+        AOperand::Strided(a) => {
+            assert!(a.data.len() > last_index(m, k, a.rs, a.cs), "gemm: A is too short for {m}×{k} with strides ({}, {})", a.rs, a.cs)
+        }
+        AOperand::Packed { m: pm, k: pk, mr, kc, .. } => assert!(
+            (pm, pk, mr, kc) == (m, k, micro.mr, micro.kc),
+            "gemm: A was packed as {pm}×{pk} for {mr}-row panels of depth {kc}, this product is {m}×{k} with {}-row panels of depth {}",
+            micro.mr,
+            micro.kc
+        ),
+    }
     match b {
         BOperand::Strided(b) => {
             assert!(b.data.len() > last_index(k, n, b.rs, b.cs), "gemm: B is too short for {k}×{n} with strides ({}, {})", b.rs, b.cs)
@@ -362,14 +427,22 @@ unsafe fn gemm_driver<T: Float>(
                     let mc_now = mc.min(m - ic);
                     let panels = col_panels.div_ceil(col_groups);
                     let panel_range = (group * panels).min(col_panels)..((group + 1) * panels).min(col_panels);
-                    with_buffer::<T, _>(Slot::GemmPackA, mc_now.div_ceil(mr) * mr * kc, |a_packed| {
-                        pack::pack_a(a_packed, a, ic, pc, mc_now, kc, mr);
-                        let block = Block { ic, jc, mc: mc_now, nc, kc, alpha, beta: beta_now, rsc };
+                    let block = Block { ic, jc, mc: mc_now, nc, kc, alpha, beta: beta_now, rsc };
+                    let run = |a_packed: &[T]| {
                         // SAFETY: the tiles written lie in rows ic..ic+mc_now and columns
-                        // jc..jc+nc of C, inside `c` by the length check above; each task
-                        // owns a distinct (row block, panel range), so writes never overlap.
+                        // jc..jc+nc of C, inside the window by the driver's contract; each
+                        // task owns a distinct (row block, panel range), so writes never overlap.
                         unsafe { macro_kernel(micro, &block, a_packed, b_packed, panel_range, c_ptr) };
-                    });
+                    };
+                    let a_len = mc_now.div_ceil(mr) * mr * kc;
+                    match a {
+                        AOperand::Strided(a) => with_buffer::<T, _>(Slot::GemmPackA, a_len, |a_packed| {
+                            pack::pack_a(a_packed, a, ic, pc, mc_now, kc, mr);
+                            run(a_packed);
+                        }),
+                        // Slice pc holds ⌈m/mr⌉ panels of kc·mr; row block ic starts at panel ic/mr.
+                        AOperand::Packed { data, .. } => run(&data[pc * m.div_ceil(mr) * mr + ic * kc..][..a_len]),
+                    }
                 };
                 let tasks = row_blocks * col_groups;
                 if threads > 1 && tasks > 1 {
