@@ -16,6 +16,14 @@ pub(super) fn pack_a<T: Float>(dst: &mut [T], a: MatRef<T>, row0: usize, col0: u
         if rows < mr {
             panel.fill(T::zero());
         }
+        if a.cs == 1 && a.rs != 1 && rows == mr && mr == 6 {
+            interleave_rows::<T, 6>(panel, a, first_row, col0, kc);
+            continue;
+        }
+        if a.cs == 1 && a.rs != 1 && rows == mr && mr == 4 {
+            interleave_rows::<T, 4>(panel, a, first_row, col0, kc);
+            continue;
+        }
         if a.rs == 1 && a.cs != 1 && rows == mr && mr == 6 {
             copy_a_steps::<T, 6>(panel, a, first_row, col0);
             continue;
@@ -173,5 +181,19 @@ fn copy_a_steps<T: Float, const N: usize>(panel: &mut [T], a: MatRef<T>, first_r
         let src: &[T; N] = a.data[start..start + N].try_into().expect("A column segment of N elements");
         let dst: &mut [T; N] = step.try_into().expect("panel step of N elements");
         *dst = *src;
+    }
+}
+
+/// One full A panel from a row-major A (weights, activations): step p holds
+/// element p of each of the `N` rows. The rows are read side by side so each
+/// step is written whole, instead of row by row at a stride of `N`.
+#[inline(always)]
+fn interleave_rows<T: Float, const N: usize>(panel: &mut [T], a: MatRef<T>, first_row: usize, col0: usize, kc: usize) {
+    let rows: [&[T]; N] = std::array::from_fn(|r| &a.data[(first_row + r) * a.rs + col0..][..kc]);
+    for (p, step) in panel[..kc * N].chunks_exact_mut(N).enumerate() {
+        let step: &mut [T; N] = step.try_into().expect("panel step of N elements");
+        for (v, row) in step.iter_mut().zip(&rows) {
+            *v = row[p];
+        }
     }
 }
