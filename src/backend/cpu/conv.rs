@@ -14,6 +14,7 @@ use super::scratch::{with_buffer, Slot};
 use super::PARALLEL_MIN;
 use crate::tensor::Float;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Elements of one im2col block (about 4 MB of f32 per thread): large enough
@@ -334,17 +335,25 @@ impl<T: Float> ConvEpilogue<'_, T> {
     }
 
     /// `dst[i] = f(src[i])` for one run of output channel `channel` starting at
-    /// flat output index `start`; `src` may be `dst` itself (see [`Self::apply_in_place`]).
-    fn apply(&self, channel: usize, start: usize, src: &[T], dst: &mut [T]) {
+    /// flat output index `start` (`dst` may be uninitialised: it is only written).
+    fn apply(&self, channel: usize, start: usize, src: &[T], dst: &mut [MaybeUninit<T>]) {
         let scale = self.scale.map_or(T::one(), |s| s[channel]);
         let shift = self.shift.map_or(T::zero(), |s| s[channel]);
         let residual = self.residual.map(|r| &r[start..start + dst.len()]);
         let zero = T::zero();
         match (residual, self.relu) {
-            (None, false) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * scale + shift),
-            (None, true) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = (v * scale + shift).max(zero)),
-            (Some(r), false) => dst.iter_mut().zip(src).zip(r).for_each(|((d, &v), &r)| *d = v * scale + shift + r),
-            (Some(r), true) => dst.iter_mut().zip(src).zip(r).for_each(|((d, &v), &r)| *d = (v * scale + shift + r).max(zero)),
+            (None, false) => dst.iter_mut().zip(src).for_each(|(d, &v)| {
+                d.write(v * scale + shift);
+            }),
+            (None, true) => dst.iter_mut().zip(src).for_each(|(d, &v)| {
+                d.write((v * scale + shift).max(zero));
+            }),
+            (Some(r), false) => dst.iter_mut().zip(src).zip(r).for_each(|((d, &v), &r)| {
+                d.write(v * scale + shift + r);
+            }),
+            (Some(r), true) => dst.iter_mut().zip(src).zip(r).for_each(|((d, &v), &r)| {
+                d.write((v * scale + shift + r).max(zero));
+            }),
         }
     }
 
@@ -384,10 +393,11 @@ pub fn conv2d_fwd_fused<T: Float>(x: &[T], w: &[T], epilogue: ConvEpilogue<'_, T
     if let Some(r) = epilogue.residual {
         assert_eq!(r.len(), out_len, "conv2d: the residual must be shaped like the output");
     }
-    let mut out = vec![T::zero(); out_len];
-    if out.is_empty() {
-        return out;
+    if out_len == 0 {
+        return Vec::new();
     }
+    // Not zero-filled: every element is written once, by a GEMM (beta zero) or a scatter.
+    let mut out: Vec<T> = Vec::with_capacity(out_len);
     let threads = rayon::current_num_threads();
     let images_per_task = if out_plane < BATCH_PLANES_BELOW && g.batch > 1 {
         let by_memory = COL_BLOCK_ELEMS / (k * out_plane).max(1);
@@ -405,7 +415,7 @@ pub fn conv2d_fwd_fused<T: Float>(x: &[T], w: &[T], epilogue: ConvEpilogue<'_, T
     // Every task of a group multiplies the same weights: pack them once, not once per task.
     let weights: Vec<PackedA<T>> =
         (0..g.groups).map(|grp| PackedA::new(MatRef { data: &w[grp * cog * k..], rs: k, cs: 1 }, cog, k)).collect();
-    let shared = SharedMut::new(&mut out);
+    let shared = SharedMut::new(&mut out.spare_capacity_mut()[..out_len]);
     let run = |task: usize, parallel: bool| {
         let rows = blocks[task % blocks.len()].clone();
         let item = task / blocks.len();
@@ -454,7 +464,7 @@ pub fn conv2d_fwd_fused<T: Float>(x: &[T], w: &[T], epilogue: ConvEpilogue<'_, T
             // `out` (asserted); no other task writes it, since tasks are distinct
             // (image, group, row block) triples and each covers only its own rows of
             // its own channels; `out` outlives the call.
-            unsafe { gemm_raw_c(cog, width, k, T::one(), a, b, T::zero(), shared.ptr.add(first), out_plane, parallel) };
+            unsafe { gemm_raw_c(cog, width, k, T::one(), a, b, T::zero(), shared.ptr.add(first).cast::<T>(), out_plane, parallel) };
         };
         let x_group = &x[(n * g.in_channels + grp * g.in_per_group()) * g.in_plane()..];
         if g.is_pointwise() {
@@ -467,9 +477,11 @@ pub fn conv2d_fwd_fused<T: Float>(x: &[T], w: &[T], epilogue: ConvEpilogue<'_, T
         }
         for oc in 0..cog {
             let start = first + oc * out_plane;
-            // SAFETY: one output row run of this task's window (see above); the GEMM
-            // writing it has returned.
+            // SAFETY: one output row run of this task's window (see above), which the
+            // GEMM has written in full (beta zero), so it is initialised.
             let values = unsafe { shared.slice(start, width) };
+            // SAFETY: initialised (above); MaybeUninit<T> has T's layout.
+            let values = unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<T>(), width) };
             epilogue.apply_in_place(grp * cog + oc, start, values);
         }
     };
@@ -481,6 +493,9 @@ pub fn conv2d_fwd_fused<T: Float>(x: &[T], w: &[T], epilogue: ConvEpilogue<'_, T
             run(t, parallel);
         }
     }
+    // SAFETY: the tasks' (image run, group, row block) windows tile the whole output,
+    // and each task wrote every element of its window.
+    unsafe { out.set_len(out_len) };
     out
 }
 

@@ -1,10 +1,11 @@
 //! Elementwise kernels: unary maps, their derivatives, and broadcasting
 //! binary maps and comparisons over strided views.
 
-use super::{row_offset, vmath, PARALLEL_MIN};
+use super::{new_vec_by_chunks, row_offset, vmath, PARALLEL_MIN};
 use crate::backend::op::{BinaryOp, CmpOp, UnaryOp};
 use crate::tensor::{DType, Float, Layout};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Apply `f` to each element of a contiguous slice, in parallel when large.
 /// The output is collected, not zero-filled and overwritten.
@@ -67,72 +68,68 @@ pub fn zip_map<A, B, U>(a: &[A], la: &Layout, b: &[B], lb: &Layout, shape: &[usi
 where
     A: Copy + Send + Sync,
     B: Copy + Send + Sync,
-    U: Copy + Send + Sync + Default,
+    U: Copy + Send + Sync,
 {
     let la = la.broadcast_to(shape).expect("caller checked broadcast");
     let lb = lb.broadcast_to(shape).expect("caller checked broadcast");
     let n: usize = shape.iter().product();
-    let mut out = vec![U::default(); n];
     if n == 0 {
-        return out;
+        return Vec::new();
     }
     if let (Some(ra), Some(rb)) = (la.contiguous_range(), lb.contiguous_range()) {
         let (a, b) = (&a[ra], &b[rb]);
-        let body = |o: &mut [U], a: &[A], b: &[B]| {
-            for i in 0..o.len() {
-                o[i] = f(a[i], b[i]);
+        let c = if n >= PARALLEL_MIN { PARALLEL_MIN / 4 } else { n };
+        let body = |start: usize, o: &mut [MaybeUninit<U>]| {
+            for (o, (&a, &b)) in o.iter_mut().zip(a[start..].iter().zip(&b[start..])) {
+                o.write(f(a, b));
             }
         };
-        if n >= PARALLEL_MIN {
-            let c = PARALLEL_MIN / 4;
-            out.par_chunks_mut(c).zip(a.par_chunks(c).zip(b.par_chunks(c))).for_each(|(o, (a, b))| body(o, a, b));
-        } else {
-            body(&mut out, a, b);
-        }
-        return out;
+        // SAFETY: chunk [start, start+len) of the output pairs with elements start.. of
+        // `a` and `b`, which hold n each, so the zip writes every element of the chunk.
+        return unsafe { new_vec_by_chunks(n, c, n >= PARALLEL_MIN, body) };
     }
     let (cshape, cstrides) = Layout::coalesced(shape, &[la.strides(), lb.strides()]);
     let (sa, sb) = (&cstrides[0], &cstrides[1]);
     let inner = *cshape.last().unwrap();
     let (ia, ib) = (*sa.last().unwrap(), *sb.last().unwrap());
     let (base_a, base_b) = (la.offset(), lb.offset());
-    let fill = |row0: usize, chunk: &mut [U]| {
+    let fill = |start: usize, chunk: &mut [MaybeUninit<U>]| {
+        let row0 = start / inner;
         for (r, o) in chunk.chunks_mut(inner).enumerate() {
             let oa = row_offset(&cshape, sa, row0 + r, base_a);
             let ob = row_offset(&cshape, sb, row0 + r, base_b);
             match (ia, ib) {
                 (1, 1) => {
                     for (j, o) in o.iter_mut().enumerate() {
-                        *o = f(a[oa + j], b[ob + j]);
+                        o.write(f(a[oa + j], b[ob + j]));
                     }
                 }
                 (1, 0) => {
                     let bv = b[ob];
                     for (j, o) in o.iter_mut().enumerate() {
-                        *o = f(a[oa + j], bv);
+                        o.write(f(a[oa + j], bv));
                     }
                 }
                 (0, 1) => {
                     let av = a[oa];
                     for (j, o) in o.iter_mut().enumerate() {
-                        *o = f(av, b[ob + j]);
+                        o.write(f(av, b[ob + j]));
                     }
                 }
                 _ => {
                     for (j, o) in o.iter_mut().enumerate() {
-                        *o = f(a[oa + j * ia], b[ob + j * ib]);
+                        o.write(f(a[oa + j * ia], b[ob + j * ib]));
                     }
                 }
             }
         }
     };
-    if n >= PARALLEL_MIN && n / inner > 1 {
-        let rows = (PARALLEL_MIN / inner).max(1);
-        out.par_chunks_mut(rows * inner).enumerate().for_each(|(c, chunk)| fill(c * rows, chunk));
-    } else {
-        fill(0, &mut out);
-    }
-    out
+    let parallel = n >= PARALLEL_MIN && n / inner > 1;
+    let rows = if parallel { (PARALLEL_MIN / inner).max(1) } else { n / inner };
+    // SAFETY: chunks are whole rows of `inner` elements (`rows·inner` each, the last
+    // shorter but still whole rows since inner divides n), and `fill` writes every
+    // element of every row of its chunk.
+    unsafe { new_vec_by_chunks(n, rows * inner, parallel, fill) }
 }
 
 /// Broadcasting binary op.

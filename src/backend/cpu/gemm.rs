@@ -225,8 +225,9 @@ pub fn gemm<'a, T: Float>(
 /// # Safety
 /// `c` must be valid for writes (and, unless `beta` is zero, reads of
 /// initialised values) of the m×n window with row stride `rsc`, and nothing
-/// else may access that window during the call. Elements between the
-/// window's rows are neither read nor written.
+/// else may access that window during the call. With `beta` zero the window
+/// may be uninitialised memory: it is only written, through the pointer.
+/// Elements between the window's rows are neither read nor written.
 ///
 /// # Panics
 /// As [`gemm`], for A and B, and if `rsc < n` with more than one row.
@@ -506,12 +507,16 @@ unsafe fn macro_kernel<T: Float>(
             // SAFETY: as above for the panels; `edge` holds MAX_TILE ≥ mr·nr elements with row stride nr.
             unsafe { (micro.run)(kc, block.alpha, a_panel.as_ptr(), b_panel.as_ptr(), T::zero(), edge.as_mut_ptr(), nr) };
             for r in 0..mr_now {
-                // SAFETY: row ic+i+r < ic+mc and columns jc+j..jc+j+nr_now ≤ jc+nc are inside C.
-                let c_row = unsafe { std::slice::from_raw_parts_mut(c_tile.add(r * block.rsc), nr_now) };
                 let tile_row = &edge[r * nr..r * nr + nr_now];
+                // SAFETY: row ic+i+r < ic+mc and columns jc+j..jc+j+nr_now ≤ jc+nc are inside C.
+                let c_row = unsafe { c_tile.add(r * block.rsc) };
                 if block.beta == T::zero() {
-                    c_row.copy_from_slice(tile_row);
+                    // Written through the pointer, never read: C may be uninitialised memory.
+                    // SAFETY: as above; `edge` and C never overlap.
+                    unsafe { std::ptr::copy_nonoverlapping(tile_row.as_ptr(), c_row, nr_now) };
                 } else {
+                    // SAFETY: as above; with beta ≠ 0 the caller guarantees C is initialised.
+                    let c_row = unsafe { std::slice::from_raw_parts_mut(c_row, nr_now) };
                     for (cv, &tv) in c_row.iter_mut().zip(tile_row) {
                         *cv = block.beta * *cv + tv;
                     }
@@ -528,10 +533,16 @@ unsafe fn macro_kernel<T: Float>(
 unsafe fn scale_c<T: Float>(m: usize, n: usize, beta: T, c: SharedMut<T>, rsc: usize) {
     for r in 0..m {
         // SAFETY: the m×n window with row stride rsc is ours by this function's contract.
-        let row = unsafe { std::slice::from_raw_parts_mut(c.0.add(r * rsc), n) };
+        let row = unsafe { c.0.add(r * rsc) };
         if beta == T::zero() {
-            row.fill(T::zero());
+            // Written through the pointer, never read: C may be uninitialised memory.
+            (0..n).for_each(|j| {
+                // SAFETY: column j < n of a row inside the window.
+                unsafe { row.add(j).write(T::zero()) }
+            });
         } else if beta != T::one() {
+            // SAFETY: as above; with beta ≠ 0 the caller guarantees C is initialised.
+            let row = unsafe { std::slice::from_raw_parts_mut(row, n) };
             row.iter_mut().for_each(|v| *v *= beta);
         }
     }

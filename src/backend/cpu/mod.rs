@@ -22,6 +22,33 @@ pub mod vmath;
 /// Below this many elements a kernel runs on one thread (rayon's overhead wins otherwise).
 pub const PARALLEL_MIN: usize = 1 << 15;
 
+/// A new vector of `len` elements, written chunk by chunk (`chunk` elements
+/// each, the last one shorter; on the rayon pool when `parallel`) by
+/// `fill(first_index, chunk)`, and never zero-filled first: `vec![0; len]`
+/// followed by a kernel that overwrites it was 5–9 % of a demo-UNet forward
+/// in profiles, as memset.
+///
+/// # Safety
+/// `fill` must initialise every element of every chunk it is given.
+pub(crate) unsafe fn new_vec_by_chunks<T, F>(len: usize, chunk: usize, parallel: bool, fill: F) -> Vec<T>
+where
+    T: Send,
+    F: Fn(usize, &mut [std::mem::MaybeUninit<T>]) + Sync + Send,
+{
+    use rayon::prelude::*;
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    let chunk = chunk.max(1);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    if parallel {
+        spare.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| fill(i * chunk, c));
+    } else {
+        spare.chunks_mut(chunk).enumerate().for_each(|(i, c)| fill(i * chunk, c));
+    }
+    // SAFETY: the chunks cover 0..len and the caller guarantees `fill` initialised each.
+    unsafe { out.set_len(len) };
+    out
+}
+
 /// Call `$body` with `$T` bound to the Rust type of a float dtype (f32 or f64),
 /// or return an `Unsupported` error naming `$op`.
 #[macro_export]

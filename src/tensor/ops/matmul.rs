@@ -6,7 +6,7 @@ use crate::backend::cpu;
 use crate::backend::cpu::gemm::MatRef;
 use crate::tensor::{broadcast_shapes, Float, Layout, Storage, Tensor};
 use crate::{dispatch_float, Device, Error, Result};
-use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 /// Shapes of a batched product: (batch dims, m, k, n).
@@ -36,38 +36,26 @@ fn batch_offset(l: &Layout, batch: &[usize], mut idx: usize) -> usize {
 #[allow(clippy::too_many_arguments)]
 fn cpu_matmul<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout, batch: &[usize], m: usize, k: usize, n: usize) -> Vec<T> {
     let nb: usize = batch.iter().product();
-    let mut out = vec![T::zero(); nb * m * n];
-    if m * n == 0 {
-        return out;
+    if m * n == 0 || nb == 0 {
+        return vec![T::zero(); nb * m * n];
     }
     let r = la.rank();
     let (ars, acs) = (la.strides()[r - 2], la.strides()[r - 1]);
     let (brs, bcs) = (lb.strides()[r - 2], lb.strides()[r - 1]);
-    let one_item = |i: usize, c: &mut [T], parallel: bool| {
+    let one_item = |start: usize, c: &mut [MaybeUninit<T>], parallel: bool| {
+        let i = start / (m * n);
         let (oa, ob) = (batch_offset(la, batch, i), batch_offset(lb, batch, i));
-        cpu::gemm::gemm(
-            m,
-            n,
-            k,
-            T::one(),
-            MatRef { data: &a[oa..], rs: ars, cs: acs },
-            MatRef { data: &b[ob..], rs: brs, cs: bcs },
-            T::zero(),
-            c,
-            n,
-            parallel,
-        );
+        let (a, b) = (MatRef { data: &a[oa..], rs: ars, cs: acs }, MatRef { data: &b[ob..], rs: brs, cs: bcs });
+        assert_eq!(c.len(), m * n, "matmul: one product per chunk");
+        // SAFETY: `c` is this item's m×n output, exclusively ours; with beta zero the GEMM
+        // only writes it, through the pointer, so it may be uninitialised.
+        unsafe { cpu::gemm::gemm_raw_c(m, n, k, T::one(), a, b, T::zero(), c.as_mut_ptr().cast::<T>(), n, parallel) };
     };
     let threads = rayon::current_num_threads();
     // Many small products (attention heads): one thread each. Few large ones: threads inside each.
-    if nb >= threads && m * n * k < 1 << 21 {
-        out.par_chunks_mut(m * n).enumerate().for_each(|(i, c)| one_item(i, c, false));
-    } else {
-        for (i, c) in out.chunks_mut(m * n).enumerate() {
-            one_item(i, c, true);
-        }
-    }
-    out
+    let across_items = nb >= threads && m * n * k < 1 << 21;
+    // SAFETY: each chunk is one item's m×n product, which the GEMM (beta zero) writes in full.
+    unsafe { cpu::new_vec_by_chunks(nb * m * n, m * n, across_items, |start, c| one_item(start, c, !across_items)) }
 }
 
 impl Tensor {

@@ -15,7 +15,8 @@ use std::sync::OnceLock;
 ///
 /// # Safety
 /// `a` must be valid for kc·MR reads, `b` for kc·NR reads, `c` for the MR×NR
-/// tile with row stride `rsc`, and the CPU must have the kernel's features.
+/// tile with row stride `rsc` (initialised unless `beta` is zero: then it is
+/// only written, through the pointer), and the CPU must have the kernel's features.
 pub(super) type KernelFn<T> = unsafe fn(kc: usize, alpha: T, a: *const T, b: *const T, beta: T, c: *mut T, rsc: usize);
 
 /// A micro-kernel with the tile shape it computes and the cache blocking that suits it.
@@ -83,13 +84,15 @@ unsafe fn portable_kernel<T: Float, const MR: usize, const NR: usize>(
         }
     }
     for (r, acc_row) in acc.iter().enumerate() {
-        // SAFETY: the caller guarantees the MR×NR tile with row stride `rsc` is writable.
-        let c_row = unsafe { std::slice::from_raw_parts_mut(c.add(r * rsc), NR) };
         if beta == T::zero() {
-            for (cv, &v) in c_row.iter_mut().zip(acc_row) {
-                *cv = alpha * v;
+            for (j, &v) in acc_row.iter().enumerate() {
+                // Written through the pointer, never read: C may be uninitialised memory.
+                // SAFETY: the caller guarantees the MR×NR tile with row stride `rsc` is writable.
+                unsafe { c.add(r * rsc + j).write(alpha * v) };
             }
         } else {
+            // SAFETY: as above; with beta ≠ 0 the caller guarantees C is initialised.
+            let c_row = unsafe { std::slice::from_raw_parts_mut(c.add(r * rsc), NR) };
             for (cv, &v) in c_row.iter_mut().zip(acc_row) {
                 *cv = beta * *cv + alpha * v;
             }
