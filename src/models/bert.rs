@@ -99,56 +99,58 @@ impl BertModel {
 
     /// Encode token ids [B, L] (i64) with a 0/1 attention mask [B, L] (1 = real token).
     pub fn forward(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<TextEncoderOutput> {
-        if input_ids.rank() != 2 || input_ids.dtype() != DType::I64 {
-            return Err(Error::bad_shape(
-                "bert",
-                format!("input_ids must be i64 [B, L], got {:?} {:?}", input_ids.dtype(), input_ids.shape()),
-            ));
-        }
-        let (b, l) = (input_ids.shape()[0], input_ids.shape()[1]);
-        if l > self.config.max_position_embeddings {
-            return Err(Error::bad_shape(
-                "bert",
-                format!("{l} tokens exceed max_position_embeddings {}", self.config.max_position_embeddings),
-            ));
-        }
-        let dev = input_ids.device();
-        let positions = Tensor::arange(l, DType::I64, dev)?;
-        let token_types = Tensor::zeros(&[b, l], DType::I64, dev)?;
-        let h = self
-            .word_embeddings
-            .forward(input_ids)?
-            .add(&self.position_embeddings.forward(&positions)?)?
-            .add(&self.token_type_embeddings.forward(&token_types)?)?;
-        let mut h = self.embeddings_norm.forward(&h)?;
-        let dtype = h.dtype();
-        // transformers adds (1 - mask) * finfo.min to the scores of padded keys.
-        let additive = match attention_mask {
-            Some(m) => {
-                if m.shape() != [b, l] {
-                    return Err(Error::ShapeMismatch { op: "bert attention_mask", lhs: m.shape().to_vec(), rhs: vec![b, l] });
-                }
-                let keep = m.to_dtype(dtype)?;
-                let min = if dtype == DType::F64 { f64::MIN } else { f32::MIN as f64 };
-                Some(keep.affine(-min, min)?.reshape(&[b, 1, 1, l])?)
+        crate::autograd::on_workers(|| {
+            if input_ids.rank() != 2 || input_ids.dtype() != DType::I64 {
+                return Err(Error::bad_shape(
+                    "bert",
+                    format!("input_ids must be i64 [B, L], got {:?} {:?}", input_ids.dtype(), input_ids.shape()),
+                ));
             }
-            None => None,
-        };
-        let heads = self.config.num_attention_heads;
-        let scale = 1.0 / ((self.config.hidden_size / heads) as f64).sqrt();
-        for layer in &self.layers {
-            let (q, k, v) = (
-                split_heads(&layer.query.forward(&h)?, heads)?,
-                split_heads(&layer.key.forward(&h)?, heads)?,
-                split_heads(&layer.value.forward(&h)?, heads)?,
-            );
-            let a = merge_heads(&scaled_dot_product_attention(&q, &k, &v, additive.as_ref(), false, Some(scale))?)?;
-            h = layer.attn_norm.forward(&layer.attn_out.forward(&a)?.add(&h)?)?;
-            let x = activation(&self.config.hidden_act, &layer.intermediate.forward(&h)?)?;
-            h = layer.output_norm.forward(&layer.output.forward(&x)?.add(&h)?)?;
-        }
-        let first = h.narrow(1, 0, 1)?.squeeze(1)?;
-        let pooled = self.pooler.forward(&first)?.tanh()?;
-        Ok(TextEncoderOutput { last_hidden_state: h, pooler_output: pooled })
+            let (b, l) = (input_ids.shape()[0], input_ids.shape()[1]);
+            if l > self.config.max_position_embeddings {
+                return Err(Error::bad_shape(
+                    "bert",
+                    format!("{l} tokens exceed max_position_embeddings {}", self.config.max_position_embeddings),
+                ));
+            }
+            let dev = input_ids.device();
+            let positions = Tensor::arange(l, DType::I64, dev)?;
+            let token_types = Tensor::zeros(&[b, l], DType::I64, dev)?;
+            let h = self
+                .word_embeddings
+                .forward(input_ids)?
+                .add(&self.position_embeddings.forward(&positions)?)?
+                .add(&self.token_type_embeddings.forward(&token_types)?)?;
+            let mut h = self.embeddings_norm.forward(&h)?;
+            let dtype = h.dtype();
+            // transformers adds (1 - mask) * finfo.min to the scores of padded keys.
+            let additive = match attention_mask {
+                Some(m) => {
+                    if m.shape() != [b, l] {
+                        return Err(Error::ShapeMismatch { op: "bert attention_mask", lhs: m.shape().to_vec(), rhs: vec![b, l] });
+                    }
+                    let keep = m.to_dtype(dtype)?;
+                    let min = if dtype == DType::F64 { f64::MIN } else { f32::MIN as f64 };
+                    Some(keep.affine(-min, min)?.reshape(&[b, 1, 1, l])?)
+                }
+                None => None,
+            };
+            let heads = self.config.num_attention_heads;
+            let scale = 1.0 / ((self.config.hidden_size / heads) as f64).sqrt();
+            for layer in &self.layers {
+                let (q, k, v) = (
+                    split_heads(&layer.query.forward(&h)?, heads)?,
+                    split_heads(&layer.key.forward(&h)?, heads)?,
+                    split_heads(&layer.value.forward(&h)?, heads)?,
+                );
+                let a = merge_heads(&scaled_dot_product_attention(&q, &k, &v, additive.as_ref(), false, Some(scale))?)?;
+                h = layer.attn_norm.forward(&layer.attn_out.forward(&a)?.add(&h)?)?;
+                let x = activation(&self.config.hidden_act, &layer.intermediate.forward(&h)?)?;
+                h = layer.output_norm.forward(&layer.output.forward(&x)?.add(&h)?)?;
+            }
+            let first = h.narrow(1, 0, 1)?.squeeze(1)?;
+            let pooled = self.pooler.forward(&first)?.tanh()?;
+            Ok(TextEncoderOutput { last_hidden_state: h, pooler_output: pooled })
+        })
     }
 }

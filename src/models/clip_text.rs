@@ -148,58 +148,60 @@ impl ClipTextModel {
 
     /// Encode token ids [B, L] (i64).
     pub fn forward(&self, input_ids: &Tensor) -> Result<TextEncoderOutput> {
-        if input_ids.rank() != 2 || input_ids.dtype() != DType::I64 {
-            return Err(Error::bad_shape(
-                "clip_text",
-                format!("input_ids must be i64 [B, L], got {:?} {:?}", input_ids.dtype(), input_ids.shape()),
-            ));
-        }
-        let (b, l) = (input_ids.shape()[0], input_ids.shape()[1]);
-        if l > self.config.max_position_embeddings {
-            return Err(Error::bad_shape(
-                "clip_text",
-                format!("{l} tokens exceed max_position_embeddings {}", self.config.max_position_embeddings),
-            ));
-        }
-        let positions = Tensor::arange(l, DType::I64, input_ids.device())?;
-        let mut h = self.token_embedding.forward(input_ids)?.add(&self.position_embedding.forward(&positions)?)?;
-        let heads = self.config.num_attention_heads;
-        let scale = 1.0 / ((self.config.hidden_size / heads) as f64).sqrt();
-        for layer in &self.layers {
-            let x = layer.layer_norm1.forward(&h)?;
-            let (q, k, v) = (
-                split_heads(&layer.q_proj.forward(&x)?, heads)?,
-                split_heads(&layer.k_proj.forward(&x)?, heads)?,
-                split_heads(&layer.v_proj.forward(&x)?, heads)?,
-            );
-            let a = merge_heads(&scaled_dot_product_attention(&q, &k, &v, None, true, Some(scale))?)?;
-            h = h.add(&layer.out_proj.forward(&a)?)?;
-            let x = layer.layer_norm2.forward(&h)?;
-            let x = layer.fc2.forward(&activation(&self.config.hidden_act, &layer.fc1.forward(&x)?)?)?;
-            h = h.add(&x)?;
-        }
-        let last = self.final_layer_norm.forward(&h)?;
-        // transformers: with the legacy eos id 2 the EOS is the largest id (argmax); otherwise the first EOS.
-        let ids = input_ids.to_vec::<i64>()?;
-        let eos_positions: Vec<i64> = ids
-            .chunks(l)
-            .map(|row| {
-                if self.config.eos_token_id == 2 {
-                    let mut best = 0;
-                    for (i, &v) in row.iter().enumerate() {
-                        if v > row[best] {
-                            best = i;
+        crate::autograd::on_workers(|| {
+            if input_ids.rank() != 2 || input_ids.dtype() != DType::I64 {
+                return Err(Error::bad_shape(
+                    "clip_text",
+                    format!("input_ids must be i64 [B, L], got {:?} {:?}", input_ids.dtype(), input_ids.shape()),
+                ));
+            }
+            let (b, l) = (input_ids.shape()[0], input_ids.shape()[1]);
+            if l > self.config.max_position_embeddings {
+                return Err(Error::bad_shape(
+                    "clip_text",
+                    format!("{l} tokens exceed max_position_embeddings {}", self.config.max_position_embeddings),
+                ));
+            }
+            let positions = Tensor::arange(l, DType::I64, input_ids.device())?;
+            let mut h = self.token_embedding.forward(input_ids)?.add(&self.position_embedding.forward(&positions)?)?;
+            let heads = self.config.num_attention_heads;
+            let scale = 1.0 / ((self.config.hidden_size / heads) as f64).sqrt();
+            for layer in &self.layers {
+                let x = layer.layer_norm1.forward(&h)?;
+                let (q, k, v) = (
+                    split_heads(&layer.q_proj.forward(&x)?, heads)?,
+                    split_heads(&layer.k_proj.forward(&x)?, heads)?,
+                    split_heads(&layer.v_proj.forward(&x)?, heads)?,
+                );
+                let a = merge_heads(&scaled_dot_product_attention(&q, &k, &v, None, true, Some(scale))?)?;
+                h = h.add(&layer.out_proj.forward(&a)?)?;
+                let x = layer.layer_norm2.forward(&h)?;
+                let x = layer.fc2.forward(&activation(&self.config.hidden_act, &layer.fc1.forward(&x)?)?)?;
+                h = h.add(&x)?;
+            }
+            let last = self.final_layer_norm.forward(&h)?;
+            // transformers: with the legacy eos id 2 the EOS is the largest id (argmax); otherwise the first EOS.
+            let ids = input_ids.to_vec::<i64>()?;
+            let eos_positions: Vec<i64> = ids
+                .chunks(l)
+                .map(|row| {
+                    if self.config.eos_token_id == 2 {
+                        let mut best = 0;
+                        for (i, &v) in row.iter().enumerate() {
+                            if v > row[best] {
+                                best = i;
+                            }
                         }
+                        best as i64
+                    } else {
+                        row.iter().position(|&v| v == self.config.eos_token_id).unwrap_or(0) as i64
                     }
-                    best as i64
-                } else {
-                    row.iter().position(|&v| v == self.config.eos_token_id).unwrap_or(0) as i64
-                }
-            })
-            .collect();
-        let flat = last.reshape(&[b * l, self.config.hidden_size])?;
-        let index: Vec<i64> = eos_positions.iter().enumerate().map(|(i, &p)| i as i64 * l as i64 + p).collect();
-        let pooled = flat.index_select(0, &Tensor::from_vec(index, &[b])?.to_device(input_ids.device())?)?;
-        Ok(TextEncoderOutput { last_hidden_state: last, pooler_output: pooled })
+                })
+                .collect();
+            let flat = last.reshape(&[b * l, self.config.hidden_size])?;
+            let index: Vec<i64> = eos_positions.iter().enumerate().map(|(i, &p)| i as i64 * l as i64 + p).collect();
+            let pooled = flat.index_select(0, &Tensor::from_vec(index, &[b])?.to_device(input_ids.device())?)?;
+            Ok(TextEncoderOutput { last_hidden_state: last, pooler_output: pooled })
+        })
     }
 }

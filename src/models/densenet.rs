@@ -123,26 +123,30 @@ impl DenseNet {
 
     /// The globally pooled features [N, feature_dim] (after the final norm and ReLU).
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.conv0.forward_batch_norm(x, &self.norm0, train, None, true)?.max_pool2d([3, 3], [2, 2], [1, 1])?;
-        let mut parts = vec![h];
-        for (layers, transition) in &self.blocks {
-            // Each layer sees the concatenation of everything before it in the block;
-            // the normalisation that opens each consumer reads the parts where they lie.
-            for layer in layers {
-                let new_features = layer.forward(&parts, train)?;
-                parts.push(new_features);
+        crate::autograd::on_workers(|| {
+            let h = self.conv0.forward_batch_norm(x, &self.norm0, train, None, true)?.max_pool2d([3, 3], [2, 2], [1, 1])?;
+            let mut parts = vec![h];
+            for (layers, transition) in &self.blocks {
+                // Each layer sees the concatenation of everything before it in the block;
+                // the normalisation that opens each consumer reads the parts where they lie.
+                for layer in layers {
+                    let new_features = layer.forward(&parts, train)?;
+                    parts.push(new_features);
+                }
+                if let Some(t) = transition {
+                    let h = t.conv.forward(&t.norm.forward_cat_relu(&parts, train)?)?.avg_pool2d([2, 2], [2, 2], [0, 0])?;
+                    parts = vec![h];
+                }
             }
-            if let Some(t) = transition {
-                let h = t.conv.forward(&t.norm.forward_cat_relu(&parts, train)?)?.avg_pool2d([2, 2], [2, 2], [0, 0])?;
-                parts = vec![h];
-            }
-        }
-        self.norm5.forward_cat_relu(&parts, train)?.adaptive_avg_pool2d([1, 1])?.flatten(1, -1)
+            self.norm5.forward_cat_relu(&parts, train)?.adaptive_avg_pool2d([1, 1])?.flatten(1, -1)
+        })
     }
 
     /// Logits and pooled features.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<ClassifierOutput> {
-        let features = self.features(x, train)?;
-        Ok(ClassifierOutput { logits: self.classifier.forward(&features)?, features })
+        crate::autograd::on_workers(|| {
+            let features = self.features(x, train)?;
+            Ok(ClassifierOutput { logits: self.classifier.forward(&features)?, features })
+        })
     }
 }

@@ -136,7 +136,7 @@ impl ResNet {
 
     /// The pooled features [N, feature_dim]; `train` selects batch statistics in BatchNorm.
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.layer4(x, train)?.adaptive_avg_pool2d([1, 1])?.flatten(1, -1)
+        crate::autograd::on_workers(|| self.layer4(x, train)?.adaptive_avg_pool2d([1, 1])?.flatten(1, -1))
     }
 
     /// The activations of the last stage (`layer4`), [N, C, h, w]: Grad-CAM's target layer.
@@ -153,8 +153,10 @@ impl ResNet {
 
     /// Logits and pooled features.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<ClassifierOutput> {
-        let features = self.features(x, train)?;
-        Ok(ClassifierOutput { logits: self.fc.forward(&features)?, features })
+        crate::autograd::on_workers(|| {
+            let features = self.features(x, train)?;
+            Ok(ClassifierOutput { logits: self.fc.forward(&features)?, features })
+        })
     }
 
     /// The classifier head applied to pooled features.

@@ -67,8 +67,10 @@ impl SiameseReid {
     }
 
     pub fn forward(&self, a: &Tensor, b: &Tensor, train: bool) -> Result<SiameseOutput> {
-        let (ea, eb) = (self.embed(a, train)?, self.embed(b, train)?);
-        let logit = self.head_logit(&ea, &eb)?;
-        Ok(SiameseOutput { score: logit.sigmoid()?, logit })
+        crate::autograd::on_workers(|| {
+            let (ea, eb) = (self.embed(a, train)?, self.embed(b, train)?);
+            let logit = self.head_logit(&ea, &eb)?;
+            Ok(SiameseOutput { score: logit.sigmoid()?, logit })
+        })
     }
 }

@@ -387,72 +387,74 @@ impl UNet2DConditionModel {
     /// Predict the noise (or v) for latents `sample` [B, C, H, W] at `timesteps`
     /// given the text encoder's states `context` [B, L, cross_attention_dim].
     pub fn forward(&self, sample: &Tensor, timesteps: &[f64], context: &Tensor) -> Result<Tensor> {
-        if sample.rank() != 4 || sample.shape()[1] != self.config.in_channels {
-            return Err(Error::bad_shape(
-                "unet",
-                format!("sample must be [B, {}, H, W], got {:?}", self.config.in_channels, sample.shape()),
-            ));
-        }
-        if context.rank() != 3 || context.shape()[2] != self.config.cross_attention_dim || context.shape()[0] != sample.shape()[0] {
-            return Err(Error::bad_shape(
-                "unet",
-                format!(
-                    "encoder_hidden_states must be [{}, L, {}], got {:?}",
-                    sample.shape()[0],
-                    self.config.cross_attention_dim,
-                    context.shape()
-                ),
-            ));
-        }
-        let emb = self.time_embedding(timesteps, sample.shape()[0], sample.dtype(), sample.device())?;
-        let x = if self.config.center_input_sample { sample.affine(2.0, -1.0)? } else { sample.clone() };
-        let mut h = self.conv_in.forward(&x)?;
-        let mut skips = vec![h.clone()];
-        for block in &self.down_blocks {
-            match block {
-                DownBlock::Plain { resnets, down } => {
-                    for r in resnets {
-                        h = r.forward(&h, Some(&emb))?;
-                        skips.push(h.clone());
+        crate::autograd::on_workers(|| {
+            if sample.rank() != 4 || sample.shape()[1] != self.config.in_channels {
+                return Err(Error::bad_shape(
+                    "unet",
+                    format!("sample must be [B, {}, H, W], got {:?}", self.config.in_channels, sample.shape()),
+                ));
+            }
+            if context.rank() != 3 || context.shape()[2] != self.config.cross_attention_dim || context.shape()[0] != sample.shape()[0] {
+                return Err(Error::bad_shape(
+                    "unet",
+                    format!(
+                        "encoder_hidden_states must be [{}, L, {}], got {:?}",
+                        sample.shape()[0],
+                        self.config.cross_attention_dim,
+                        context.shape()
+                    ),
+                ));
+            }
+            let emb = self.time_embedding(timesteps, sample.shape()[0], sample.dtype(), sample.device())?;
+            let x = if self.config.center_input_sample { sample.affine(2.0, -1.0)? } else { sample.clone() };
+            let mut h = self.conv_in.forward(&x)?;
+            let mut skips = vec![h.clone()];
+            for block in &self.down_blocks {
+                match block {
+                    DownBlock::Plain { resnets, down } => {
+                        for r in resnets {
+                            h = r.forward(&h, Some(&emb))?;
+                            skips.push(h.clone());
+                        }
+                        if let Some(d) = down {
+                            h = d.forward(&h)?;
+                            skips.push(h.clone());
+                        }
                     }
-                    if let Some(d) = down {
-                        h = d.forward(&h)?;
-                        skips.push(h.clone());
+                    DownBlock::CrossAttn { resnets, attentions, down } => {
+                        for (r, a) in resnets.iter().zip(attentions) {
+                            h = a.forward(&r.forward(&h, Some(&emb))?, context)?;
+                            skips.push(h.clone());
+                        }
+                        if let Some(d) = down {
+                            h = d.forward(&h)?;
+                            skips.push(h.clone());
+                        }
                     }
                 }
-                DownBlock::CrossAttn { resnets, attentions, down } => {
-                    for (r, a) in resnets.iter().zip(attentions) {
-                        h = a.forward(&r.forward(&h, Some(&emb))?, context)?;
-                        skips.push(h.clone());
-                    }
-                    if let Some(d) = down {
-                        h = d.forward(&h)?;
-                        skips.push(h.clone());
+            }
+            h = self.mid_resnets[0].forward(&h, Some(&emb))?;
+            h = self.mid_attentions[0].forward(&h, context)?;
+            h = self.mid_resnets[1].forward(&h, Some(&emb))?;
+            for block in &self.up_blocks {
+                let (resnets, attentions, up) = match block {
+                    UpBlock::Plain { resnets, up } => (resnets, None, up),
+                    UpBlock::CrossAttn { resnets, attentions, up } => (resnets, Some(attentions), up),
+                };
+                for (j, r) in resnets.iter().enumerate() {
+                    let skip = skips.pop().ok_or_else(|| Error::msg("unet: skip connections exhausted"))?;
+                    h = r.forward(&Tensor::cat(&[h, skip], 1)?, Some(&emb))?;
+                    if let Some(atts) = attentions {
+                        h = atts[j].forward(&h, context)?;
                     }
                 }
-            }
-        }
-        h = self.mid_resnets[0].forward(&h, Some(&emb))?;
-        h = self.mid_attentions[0].forward(&h, context)?;
-        h = self.mid_resnets[1].forward(&h, Some(&emb))?;
-        for block in &self.up_blocks {
-            let (resnets, attentions, up) = match block {
-                UpBlock::Plain { resnets, up } => (resnets, None, up),
-                UpBlock::CrossAttn { resnets, attentions, up } => (resnets, Some(attentions), up),
-            };
-            for (j, r) in resnets.iter().enumerate() {
-                let skip = skips.pop().ok_or_else(|| Error::msg("unet: skip connections exhausted"))?;
-                h = r.forward(&Tensor::cat(&[h, skip], 1)?, Some(&emb))?;
-                if let Some(atts) = attentions {
-                    h = atts[j].forward(&h, context)?;
+                if let Some(u) = up {
+                    // Upsample to the next skip's size so odd latent sizes work (diffusers' upsample_size).
+                    let size = skips.last().map(|s| [s.shape()[2], s.shape()[3]]);
+                    h = u.forward(&h, size)?;
                 }
             }
-            if let Some(u) = up {
-                // Upsample to the next skip's size so odd latent sizes work (diffusers' upsample_size).
-                let size = skips.last().map(|s| [s.shape()[2], s.shape()[3]]);
-                h = u.forward(&h, size)?;
-            }
-        }
-        self.conv_out.forward(&self.conv_norm_out.forward_silu(&h)?)
+            self.conv_out.forward(&self.conv_norm_out.forward_silu(&h)?)
+        })
     }
 }

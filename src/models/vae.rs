@@ -225,49 +225,56 @@ impl AutoencoderKL {
 
     /// The latent distribution of images [B, in_channels, H, W] in [-1, 1].
     pub fn encode(&self, x: &Tensor) -> Result<LatentDist> {
-        if x.rank() != 4 || x.shape()[1] != self.config.in_channels {
-            return Err(Error::bad_shape("vae encode", format!("expected [B, {}, H, W], got {:?}", self.config.in_channels, x.shape())));
-        }
-        let mut h = self.enc_conv_in.forward(x)?;
-        for (resnets, down) in &self.enc_blocks {
-            for r in resnets {
-                h = r.forward(&h, None)?;
+        crate::autograd::on_workers(|| {
+            if x.rank() != 4 || x.shape()[1] != self.config.in_channels {
+                return Err(Error::bad_shape(
+                    "vae encode",
+                    format!("expected [B, {}, H, W], got {:?}", self.config.in_channels, x.shape()),
+                ));
             }
-            if let Some(d) = down {
-                h = d.forward(&h)?;
+            let mut h = self.enc_conv_in.forward(x)?;
+            for (resnets, down) in &self.enc_blocks {
+                for r in resnets {
+                    h = r.forward(&h, None)?;
+                }
+                if let Some(d) = down {
+                    h = d.forward(&h)?;
+                }
             }
-        }
-        h = self.enc_mid.forward(&h)?;
-        h = self.enc_conv_out.forward(&self.enc_norm_out.forward_silu(&h)?)?;
-        if let Some(q) = &self.quant_conv {
-            h = q.forward(&h)?;
-        }
-        let lat = self.config.latent_channels;
-        Ok(LatentDist { mean: h.narrow(1, 0, lat)?, logvar: h.narrow(1, lat, lat)?.clamp(-30.0, 20.0)? })
+            h = self.enc_mid.forward(&h)?;
+            h = self.enc_conv_out.forward(&self.enc_norm_out.forward_silu(&h)?)?;
+            if let Some(q) = &self.quant_conv {
+                h = q.forward(&h)?;
+            }
+            let lat = self.config.latent_channels;
+            Ok(LatentDist { mean: h.narrow(1, 0, lat)?, logvar: h.narrow(1, lat, lat)?.clamp(-30.0, 20.0)? })
+        })
     }
 
     /// Images from (unscaled) latents [B, latent_channels, h, w].
     pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
-        if z.rank() != 4 || z.shape()[1] != self.config.latent_channels {
-            return Err(Error::bad_shape(
-                "vae decode",
-                format!("expected [B, {}, h, w], got {:?}", self.config.latent_channels, z.shape()),
-            ));
-        }
-        let mut h = match &self.post_quant_conv {
-            Some(p) => p.forward(z)?,
-            None => z.clone(),
-        };
-        h = self.dec_conv_in.forward(&h)?;
-        h = self.dec_mid.forward(&h)?;
-        for (resnets, up) in &self.dec_blocks {
-            for r in resnets {
-                h = r.forward(&h, None)?;
+        crate::autograd::on_workers(|| {
+            if z.rank() != 4 || z.shape()[1] != self.config.latent_channels {
+                return Err(Error::bad_shape(
+                    "vae decode",
+                    format!("expected [B, {}, h, w], got {:?}", self.config.latent_channels, z.shape()),
+                ));
             }
-            if let Some(u) = up {
-                h = u.forward(&h, None)?;
+            let mut h = match &self.post_quant_conv {
+                Some(p) => p.forward(z)?,
+                None => z.clone(),
+            };
+            h = self.dec_conv_in.forward(&h)?;
+            h = self.dec_mid.forward(&h)?;
+            for (resnets, up) in &self.dec_blocks {
+                for r in resnets {
+                    h = r.forward(&h, None)?;
+                }
+                if let Some(u) = up {
+                    h = u.forward(&h, None)?;
+                }
             }
-        }
-        self.dec_conv_out.forward(&self.dec_norm_out.forward_silu(&h)?)
+            self.dec_conv_out.forward(&self.dec_norm_out.forward_silu(&h)?)
+        })
     }
 }

@@ -417,18 +417,20 @@ pub(crate) fn fused_gpu_update<const N: usize>(
 
 impl Optimizer for AdamW {
     fn step(&mut self, grads: &Gradients) -> Result<()> {
-        let mut on_gpu = Vec::new();
-        for i in 0..self.states.len() {
-            let Some(grad) = grads.get(&self.states[i].param) else { continue };
-            let g = prepared_grad(&self.states[i].name, &self.states[i].param, grad)?;
-            self.states[i].step += 1;
-            if fusable_on_gpu(&[&self.states[i].param, &self.states[i].exp_avg, &self.states[i].exp_avg_sq, &g]) {
-                on_gpu.push((i, g));
-                continue;
+        crate::autograd::on_workers(|| {
+            let mut on_gpu = Vec::new();
+            for i in 0..self.states.len() {
+                let Some(grad) = grads.get(&self.states[i].param) else { continue };
+                let g = prepared_grad(&self.states[i].name, &self.states[i].param, grad)?;
+                self.states[i].step += 1;
+                if fusable_on_gpu(&[&self.states[i].param, &self.states[i].exp_avg, &self.states[i].exp_avg_sq, &g]) {
+                    on_gpu.push((i, g));
+                    continue;
+                }
+                self.update_one(&self.states[i], &g)?;
             }
-            self.update_one(&self.states[i], &g)?;
-        }
-        self.update_fused_gpu(&on_gpu)
+            self.update_fused_gpu(&on_gpu)
+        })
     }
 
     fn learning_rate(&self) -> f64 {
@@ -659,12 +661,14 @@ impl Sgd {
 
 impl Optimizer for Sgd {
     fn step(&mut self, grads: &Gradients) -> Result<()> {
-        for i in 0..self.states.len() {
-            let Some(grad) = grads.get(&self.states[i].param) else { continue };
-            let g = prepared_grad(&self.states[i].name, &self.states[i].param, grad)?;
-            self.update_one(i, &g)?;
-        }
-        Ok(())
+        crate::autograd::on_workers(|| {
+            for i in 0..self.states.len() {
+                let Some(grad) = grads.get(&self.states[i].param) else { continue };
+                let g = prepared_grad(&self.states[i].name, &self.states[i].param, grad)?;
+                self.update_one(i, &g)?;
+            }
+            Ok(())
+        })
     }
 
     fn learning_rate(&self) -> f64 {
