@@ -284,17 +284,14 @@ fn balanced_run_length(batch: usize, longest: usize, threads: usize) -> usize {
 
 /// im2col of images `images` (all output rows) of one group into `col`, a
 /// `[col_rows, images·out_plane]` matrix with row stride `ld`: image i fills
-/// columns `i·out_plane..`. A pointwise convolution copies the input planes.
+/// columns `i·out_plane..`. (Pointwise convolutions need none: the GEMM reads
+/// their planes in place through a `SegmentedRef`.)
 fn im2col_images<T: Float>(x: &[T], g: &Conv2dGeometry, grp: usize, images: Range<usize>, col: &mut [T], ld: usize, parallel: bool) {
     let (in_plane, out_plane, taps) = (g.in_plane(), g.out_plane(), g.kernel[0] * g.kernel[1]);
     let fill_channel = |c: usize, dst: &mut [T]| {
         for (i, n) in images.clone().enumerate() {
             let plane = &x[(n * g.in_channels + grp * g.in_per_group() + c) * in_plane..][..in_plane];
-            if g.is_pointwise() {
-                dst[i * out_plane..][..out_plane].copy_from_slice(plane);
-            } else {
-                im2col_channel(plane, g, 0..g.out_size[0], &mut dst[i * out_plane..], ld);
-            }
+            im2col_channel(plane, g, 0..g.out_size[0], &mut dst[i * out_plane..], ld);
         }
     };
     let per_channel = taps * ld;
