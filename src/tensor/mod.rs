@@ -211,9 +211,14 @@ impl Tensor {
         t.recorded(&[self], rule)
     }
 
+    /// Whether an op on `inputs` goes on the tape: gradients are on and any input needs them.
+    pub(crate) fn would_record(inputs: &[&Tensor]) -> bool {
+        autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad())
+    }
+
     /// Attach `rule` when gradients are on and any input needs them.
     pub(crate) fn recorded(self, inputs: &[&Tensor], rule: impl FnOnce() -> Arc<dyn BackwardRule>) -> Tensor {
-        if autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad()) {
+        if Tensor::would_record(inputs) {
             let inner = Inner {
                 id: self.0.id,
                 storage: self.0.storage.clone(),

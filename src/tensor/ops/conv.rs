@@ -205,8 +205,9 @@ impl Tensor {
                 return Err(Error::ShapeMismatch { op, lhs: r.shape().to_vec(), rhs: out_shape.to_vec() });
             }
         }
-        let operands = [Some(self), Some(weight), epilogue.scale, epilogue.shift, epilogue.residual];
-        let needs_grad = crate::autograd::is_grad_enabled() && operands.iter().flatten().any(|t| t.requires_grad());
+        let operands: Vec<&Tensor> =
+            [Some(self), Some(weight), epilogue.scale, epilogue.shift, epilogue.residual].into_iter().flatten().collect();
+        let needs_grad = Tensor::would_record(&operands);
         if needs_grad || self.device() != Device::Cpu {
             let per_channel = [1, g.out_channels, 1, 1];
             let mut y = self.conv2d(weight, None, params)?;

@@ -424,7 +424,8 @@ impl Tensor {
                 ));
             }
         }
-        let needs_grad = crate::autograd::is_grad_enabled() && parts.iter().chain([scale, shift]).any(|t| t.requires_grad());
+        let operands: Vec<&Tensor> = parts.iter().chain([scale, shift]).collect();
+        let needs_grad = Tensor::would_record(&operands);
         if needs_grad || first.device() != Device::Cpu {
             let mut per_channel = vec![1; rank];
             per_channel[1] = channels;
