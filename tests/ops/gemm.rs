@@ -1,9 +1,10 @@
 //! The CPU GEMM against a naive f64 loop: odd sizes that break every tiling,
 //! all four transpose combinations via strides, alpha/beta, NaN-filled C with
 //! beta = 0, k = 0, padded rows of C, broadcast (zero-stride) operands, every
-//! f32 micro-kernel this CPU has, parallel vs serial, and the f64 path.
+//! f32 micro-kernel this CPU has, parallel vs serial, and the f64 path; the
+//! implicit im2col B operand against the im2col matrix written out.
 
-use privdistill::backend::cpu::gemm::{gemm, sgemm_with, MatRef, SgemmKernel};
+use privdistill::backend::cpu::gemm::{gemm, sgemm_with, Im2colRef, MatRef, SgemmKernel};
 
 /// Deterministic values in [-1, 1).
 fn random_values(len: usize, seed: u64) -> Vec<f64> {
@@ -304,5 +305,88 @@ fn packed_a_gives_the_same_product() {
         let mut got32 = vec![f32::NAN; m * n];
         gemm(m, n, k, 1.0, &packed32, b32_ref, 0.0, &mut got32, n, true);
         assert_eq!(got32, want32, "f32 {m}×{n}×{k}");
+    }
+}
+
+/// The im2col matrix of `b` written out, row-major (k rows of n columns).
+fn explicit_im2col(b: &Im2colRef<f64>, k: usize, n: usize) -> Vec<f64> {
+    let ([in_h, in_w], [out_h, out_w]) = (b.in_size, b.out_size);
+    let taps = b.kernel[0] * b.kernel[1];
+    let mut col = vec![0.0; k * n];
+    for p in 0..k {
+        let (c, ki, kj) = (p / taps, p % taps / b.kernel[1], p % b.kernel[1]);
+        for j in 0..n {
+            let pixel = b.first_pixel + j;
+            let (image, oh, ow) = (pixel / (out_h * out_w), pixel % (out_h * out_w) / out_w, pixel % out_w);
+            let ih = (oh * b.stride[0] + ki * b.dilation[0]) as isize - b.padding[0] as isize;
+            let iw = (ow * b.stride[1] + kj * b.dilation[1]) as isize - b.padding[1] as isize;
+            if ih >= 0 && iw >= 0 && (ih as usize) < in_h && (iw as usize) < in_w {
+                col[p * n + j] = b.data[image * b.image_stride + (c * in_h + ih as usize) * in_w + iw as usize];
+            }
+        }
+    }
+    col
+}
+
+/// The GEMM reading an `Im2colRef` equals the GEMM over its matrix written
+/// out: panels that start mid-row, span several rows and images, run into
+/// the padding on either side, strides, dilation, a k deeper than one slice,
+/// in f64 (portable kernel) and f32 (the fastest kernel here), serial and parallel.
+#[test]
+fn implicit_im2col_operand_matches_the_explicit_matrix() {
+    #[derive(Clone, Copy)]
+    struct Case {
+        channels: usize,
+        in_size: [usize; 2],
+        out_size: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        first_pixel: usize,
+        n: usize,
+    }
+    let geometry = |channels, in_size, out_size, stride, padding, dilation, first_pixel, n| Case {
+        channels,
+        in_size,
+        out_size,
+        kernel: [3, 3],
+        stride,
+        padding,
+        dilation,
+        first_pixel,
+        n,
+    };
+    let cases = [
+        geometry(3, [16, 16], [16, 16], [1, 1], [1, 1], [1, 1], 0, 3 * 256),
+        geometry(5, [8, 8], [8, 8], [1, 1], [1, 1], [1, 1], 5, 150),
+        geometry(2, [4, 4], [4, 4], [1, 1], [1, 1], [1, 1], 0, 48),
+        geometry(3, [9, 8], [5, 4], [2, 2], [1, 1], [1, 1], 3, 37),
+        geometry(2, [9, 7], [5, 3], [1, 2], [1, 0], [2, 1], 1, 29),
+        geometry(50, [7, 21], [7, 21], [1, 1], [1, 1], [1, 1], 20, 250),
+    ];
+    for (case, &Case { channels, in_size, out_size, kernel, stride, padding, dilation, first_pixel, n }) in cases.iter().enumerate() {
+        let (plane, k, m) = (in_size[0] * in_size[1], channels * kernel[0] * kernel[1], 13);
+        let images = (first_pixel + n).div_ceil(out_size[0] * out_size[1]);
+        // Each image is followed by one spare channel, so image_stride ≠ channels·plane.
+        let image_stride = (channels + 1) * plane;
+        let data = random_values(images * image_stride, case as u64);
+        let a = random_values(m * k, 50 + case as u64);
+        let b = Im2colRef { data: &data, image_stride, in_size, out_size, kernel, stride, padding, dilation, first_pixel };
+        let col = explicit_im2col(&b, k, n);
+        let (want, _) = naive(m, n, k, 1.0, (&a, k, 1), (&col, n, 1), 0.0, &[], n);
+        for parallel in [false, true] {
+            let mut got = vec![0.0; m * n];
+            gemm(m, n, k, 1.0, MatRef { data: &a, rs: k, cs: 1 }, b, 0.0, &mut got, n, parallel);
+            let worst = got.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+            assert!(worst < 1e-12, "case {case}, f64, parallel {parallel}: max error {worst:e}");
+
+            let (data32, a32) = (to_f32(&data), to_f32(&a));
+            let b32 = Im2colRef { data: &data32[..], image_stride, in_size, out_size, kernel, stride, padding, dilation, first_pixel };
+            let mut got32 = vec![0.0f32; m * n];
+            gemm(m, n, k, 1.0, MatRef { data: &a32, rs: k, cs: 1 }, b32, 0.0, &mut got32, n, parallel);
+            let worst = got32.iter().zip(&want).map(|(&x, y)| (x as f64 - y).abs()).fold(0.0, f64::max);
+            assert!(worst < 1e-4 * (k as f64).sqrt(), "case {case}, f32, parallel {parallel}: max error {worst:e}");
+        }
     }
 }

@@ -1,14 +1,16 @@
 //! 2-d convolution over NCHW tensors: forward, backward-data and
 //! backward-weight, as im2col / col2im feeding the shared GEMM.
 //!
-//! Each (image, group) pair is cut into blocks of whole output rows. A block's
-//! im2col matrix, `[C_in/groups·kh·kw, rows·W_out]`, stays a few MB however
-//! large the activation (an SD-UNet `[2, 320, 64, 64]` 3×3 layer never
-//! materialises its 190 MB full im2col), and blocks are the units of parallel
-//! work, so a batch of one still keeps every thread busy. A 1×1, stride-1,
-//! unpadded convolution skips im2col: the input already is the GEMM operand.
+//! Each (image, group) pair is cut into blocks of whole output rows. The
+//! forward never writes an im2col matrix: the GEMM packs its B panels straight
+//! from the input planes (`Im2colRef`). The backward passes materialise one
+//! block's `[C_in/groups·kh·kw, rows·W_out]` at a time, a few MB however large
+//! the activation (an SD-UNet `[2, 320, 64, 64]` 3×3 layer never holds its
+//! 190 MB full im2col). Blocks are the units of parallel work, so a batch of
+//! one still keeps every thread busy. A 1×1, stride-1, unpadded convolution
+//! needs no im2col at all: the input already is the GEMM operand.
 
-use super::gemm::{gemm, gemm_raw_c, MatRef, PackedA, SegmentedRef};
+use super::gemm::{gemm, gemm_raw_c, BOperand, Im2colRef, MatRef, PackedA, SegmentedRef};
 use super::reduce::sum_slice;
 use super::scratch::{with_buffer, Slot};
 use super::PARALLEL_MIN;
@@ -81,6 +83,24 @@ impl Conv2dGeometry {
     /// 1×1, stride 1, no padding: the input planes are the GEMM operand as they are.
     pub fn is_pointwise(&self) -> bool {
         self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
+    }
+
+    /// The im2col matrix of group `grp` of the images from `first_image` on,
+    /// as a GEMM operand read straight from `x`, its column 0 at output pixel
+    /// `first_pixel` of that image.
+    fn im2col_ref<'a, T>(&self, x: &'a [T], first_image: usize, grp: usize, first_pixel: usize) -> Im2colRef<'a, T> {
+        let image_stride = self.in_channels * self.in_plane();
+        Im2colRef {
+            data: &x[first_image * image_stride + grp * self.in_per_group() * self.in_plane()..],
+            image_stride,
+            in_size: self.in_size,
+            out_size: self.out_size,
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+            first_pixel,
+        }
     }
 
     /// Output rows per block: bounded by the im2col block size, and small
@@ -282,26 +302,6 @@ fn balanced_run_length(batch: usize, longest: usize, threads: usize) -> usize {
     (1..=longest).rev().find(|&len| even(len)).unwrap_or(longest)
 }
 
-/// im2col of images `images` (all output rows) of one group into `col`, a
-/// `[col_rows, images·out_plane]` matrix with row stride `ld`: image i fills
-/// columns `i·out_plane..`. (Pointwise convolutions need none: the GEMM reads
-/// their planes in place through a `SegmentedRef`.)
-fn im2col_images<T: Float>(x: &[T], g: &Conv2dGeometry, grp: usize, images: Range<usize>, col: &mut [T], ld: usize, parallel: bool) {
-    let (in_plane, out_plane, taps) = (g.in_plane(), g.out_plane(), g.kernel[0] * g.kernel[1]);
-    let fill_channel = |c: usize, dst: &mut [T]| {
-        for (i, n) in images.clone().enumerate() {
-            let plane = &x[(n * g.in_channels + grp * g.in_per_group() + c) * in_plane..][..in_plane];
-            im2col_channel(plane, g, 0..g.out_size[0], &mut dst[i * out_plane..], ld);
-        }
-    };
-    let per_channel = taps * ld;
-    if parallel {
-        col.par_chunks_mut(per_channel).enumerate().for_each(|(c, dst)| fill_channel(c, dst));
-    } else {
-        col.chunks_mut(per_channel).enumerate().for_each(|(c, dst)| fill_channel(c, dst));
-    }
-}
-
 /// What the forward convolution does to each output value on its way out,
 /// while the block is still in cache: `relu?(scale[c]·v + shift[c] + residual)`
 /// for output channel `c`. A bias is a shift; an eval-mode BatchNorm after the
@@ -442,10 +442,8 @@ pub fn conv2d_fwd_fused<T: Float>(x: &[T], w: &[T], epilogue: ConvEpilogue<'_, T
                     let b = SegmentedRef { data, rs: g.in_plane(), seg_len: out_plane, seg_stride: image_len };
                     gemm(cog, ld, k, T::one(), a, b, T::zero(), block_out, ld, parallel);
                 } else {
-                    with_buffer::<T, _>(Slot::ConvColumns, k * ld, |col| {
-                        im2col_images(x, g, grp, images.clone(), col, ld, parallel);
-                        gemm(cog, ld, k, T::one(), a, MatRef { data: &col[..], rs: ld, cs: 1 }, T::zero(), block_out, ld, parallel);
-                    });
+                    let b = g.im2col_ref(x, images.start, grp, 0);
+                    gemm(cog, ld, k, T::one(), a, b, T::zero(), block_out, ld, parallel);
                 }
                 scatter(block_out);
             });
@@ -453,7 +451,7 @@ pub fn conv2d_fwd_fused<T: Float>(x: &[T], w: &[T], epilogue: ConvEpilogue<'_, T
         }
         let n = images.start;
         let first = (n * g.out_channels + grp * cog) * out_plane + rows.start * out_w;
-        let gemm_into_output = |b: MatRef<T>| {
+        let gemm_into_output = |b: BOperand<T>| {
             // The C window: rows are this group's output channels (stride one plane),
             // columns this block's output pixels.
             assert!(first + (cog - 1) * out_plane + width <= shared.len, "conv2d: output window out of bounds");
@@ -463,14 +461,11 @@ pub fn conv2d_fwd_fused<T: Float>(x: &[T], w: &[T], epilogue: ConvEpilogue<'_, T
             // its own channels; `out` outlives the call.
             unsafe { gemm_raw_c(cog, width, k, T::one(), a, b, T::zero(), shared.ptr.add(first).cast::<T>(), out_plane, parallel) };
         };
-        let x_group = &x[(n * g.in_channels + grp * g.in_per_group()) * g.in_plane()..];
         if g.is_pointwise() {
-            gemm_into_output(MatRef { data: &x_group[rows.start * out_w..], rs: g.in_plane(), cs: 1 });
+            let x_group = &x[(n * g.in_channels + grp * g.in_per_group()) * g.in_plane()..];
+            gemm_into_output(MatRef { data: &x_group[rows.start * out_w..], rs: g.in_plane(), cs: 1 }.into());
         } else {
-            with_buffer::<T, _>(Slot::ConvColumns, k * width, |col| {
-                im2col(x_group, g, rows.clone(), col, parallel);
-                gemm_into_output(MatRef { data: &col[..], rs: width, cs: 1 });
-            });
+            gemm_into_output(g.im2col_ref(x, n, grp, rows.start * out_w).into());
         }
         for oc in 0..cog {
             let start = first + oc * out_plane;

@@ -50,6 +50,46 @@ pub struct SegmentedRef<'a, T> {
     pub seg_stride: usize,
 }
 
+/// The im2col matrix of a 2-d convolution over a run of images, never
+/// materialised: the packer reads each element from the images as it fills
+/// a panel. Row `p = (c·kh + ki)·kw + kj` is input channel `c` seen through
+/// kernel tap (ki, kj); column `j` is output pixel `first_pixel + j` of the
+/// run, counted image after image (`out_h·out_w` pixels each). Element
+/// (p, j) is the input pixel that tap sees at that output position, or zero
+/// in the padding. Writing the matrix out first and packing it after (the
+/// explicit im2col) moves every element through memory twice more; for the
+/// 3×3 convolutions of the demo UNet that was most of the gap to oneDNN.
+#[derive(Clone, Copy, Debug)]
+pub struct Im2colRef<'a, T> {
+    /// Channel 0 of the run's first image (a group's first channel for grouped convolutions).
+    pub data: &'a [T],
+    /// Elements between consecutive images.
+    pub image_stride: usize,
+    /// Input height and width; the channel stride is their product.
+    pub in_size: [usize; 2],
+    pub out_size: [usize; 2],
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    /// The run's output pixel that column 0 is.
+    pub first_pixel: usize,
+}
+
+impl<T> Im2colRef<'_, T> {
+    /// Whether `data` holds every input pixel a k×n matrix reads.
+    fn covers(&self, k: usize, n: usize) -> bool {
+        let taps = self.kernel[0] * self.kernel[1];
+        let plane = self.in_size[0] * self.in_size[1];
+        let out_plane = self.out_size[0] * self.out_size[1];
+        if taps == 0 || out_plane == 0 || k % taps != 0 {
+            return false;
+        }
+        let images = (self.first_pixel + n).div_ceil(out_plane);
+        (images - 1) * self.image_stride + (k / taps) * plane <= self.data.len()
+    }
+}
+
 /// An A operand packed once into the micro-kernel's panel order, for a
 /// matrix multiplied by many B's (a convolution's weights, by every block of
 /// every image): each product then streams it as it is instead of packing it
@@ -116,11 +156,12 @@ impl<'a, T> From<&'a PackedA<T>> for AOperand<'a, T> {
     }
 }
 
-/// The B operand of a product: strided, or in runs of columns.
+/// The B operand of a product: strided, in runs of columns, or a convolution's im2col.
 #[derive(Clone, Copy, Debug)]
 pub enum BOperand<'a, T> {
     Strided(MatRef<'a, T>),
     Segmented(SegmentedRef<'a, T>),
+    Im2col(Im2colRef<'a, T>),
 }
 
 impl<'a, T> From<MatRef<'a, T>> for BOperand<'a, T> {
@@ -132,6 +173,12 @@ impl<'a, T> From<MatRef<'a, T>> for BOperand<'a, T> {
 impl<'a, T> From<SegmentedRef<'a, T>> for BOperand<'a, T> {
     fn from(b: SegmentedRef<'a, T>) -> Self {
         BOperand::Segmented(b)
+    }
+}
+
+impl<'a, T> From<Im2colRef<'a, T>> for BOperand<'a, T> {
+    fn from(b: Im2colRef<'a, T>) -> Self {
+        BOperand::Im2col(b)
     }
 }
 
@@ -155,6 +202,17 @@ impl<'a, T: Float> BOperand<'a, T> {
                 rs: b.rs,
                 seg_len: b.seg_len,
                 seg_stride: b.seg_stride,
+            }),
+            BOperand::Im2col(b) => BOperand::Im2col(Im2colRef {
+                data: bytemuck::cast_slice(b.data),
+                image_stride: b.image_stride,
+                in_size: b.in_size,
+                out_size: b.out_size,
+                kernel: b.kernel,
+                stride: b.stride,
+                padding: b.padding,
+                dilation: b.dilation,
+                first_pixel: b.first_pixel,
             }),
         }
     }
@@ -190,7 +248,7 @@ impl SgemmKernel {
 }
 
 /// C (m×n, row stride `rsc`, unit column stride) = alpha·A (m×k)·B (k×n) + beta·C.
-/// A is a [`MatRef`] or a [`PackedA`]; B a [`MatRef`] or a [`SegmentedRef`].
+/// A is a [`MatRef`] or a [`PackedA`]; B a [`MatRef`], a [`SegmentedRef`] or an [`Im2colRef`].
 /// `parallel` lets the kernel use the rayon pool (off when the caller already
 /// parallelises over a batch). When `beta` is zero C is only written, never
 /// read, so NaNs in it do not leak into the result.
@@ -396,6 +454,7 @@ unsafe fn gemm_driver<T: Float>(
             let last = (n - 1) / b.seg_len * b.seg_stride + (k - 1) * b.rs + (n - 1) % b.seg_len;
             assert!(b.data.len() > last, "gemm: B is too short for {k}×{n} in runs of {} columns {} apart", b.seg_len, b.seg_stride)
         }
+        BOperand::Im2col(b) => assert!(b.covers(k, n), "gemm: the images of an im2col B do not hold a {k}×{n} matrix"),
     }
 
     let (mr, nr) = (micro.mr, micro.nr);
