@@ -125,9 +125,7 @@ impl BasicTransformerBlock {
         let x = self.attn2.forward(&self.norm2.forward(&x)?, Some(context))?.add(&x)?;
         // GEGLU: the projection's first half is the value, the second half its gate.
         let h = self.ff_proj.forward(&self.norm3.forward(&x)?)?;
-        let half = h.dim(-1)? / 2;
-        let geglu = h.narrow(-1, 0, half)?.mul(&h.narrow(-1, half, half)?.gelu()?)?;
-        self.ff_out.forward(&geglu)?.add(&x)
+        self.ff_out.forward(&h.geglu()?)?.add(&x)
     }
 }
 

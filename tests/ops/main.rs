@@ -6,6 +6,7 @@ mod attention;
 mod basic;
 mod concat;
 mod conv;
+mod geglu;
 mod gemm;
 mod indexing;
 mod loss;

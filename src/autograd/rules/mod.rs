@@ -5,6 +5,7 @@ pub mod binary;
 pub mod cast;
 pub mod concat;
 pub mod conv;
+pub mod geglu;
 pub mod indexing;
 pub mod loss;
 pub mod matmul;

@@ -6,6 +6,7 @@ pub mod concat;
 pub mod conv;
 pub mod copy;
 pub mod elementwise;
+pub mod geglu;
 pub mod gemm;
 pub mod indexing;
 pub mod loss;

@@ -52,16 +52,16 @@ pub fn dot_slice<T: Float>(a: &[T], b: &[T]) -> T {
 }
 
 #[inline(always)]
-fn exp_f32_loop(x: &mut [f32]) {
+fn exp_f32_loop<const FMA: bool>(x: &mut [f32]) {
     for v in x.iter_mut() {
-        *v = exp_f32(*v);
+        *v = exp_f32::<FMA>(*v);
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn exp_f32_loop_avx2(x: &mut [f32]) {
-    exp_f32_loop(x)
+    exp_f32_loop::<true>(x)
 }
 
 /// Replace each element by its exponential. f32 uses the vectorised
@@ -77,7 +77,7 @@ pub fn exp_inplace<T: Float>(x: &mut [T]) {
             unsafe { exp_f32_loop_avx2(x) };
             return;
         }
-        exp_f32_loop(x);
+        exp_f32_loop::<false>(x);
     } else {
         for v in x.iter_mut() {
             *v = v.exp();

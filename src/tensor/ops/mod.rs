@@ -10,6 +10,7 @@ pub mod binary;
 pub mod cast;
 pub mod concat;
 pub mod conv;
+pub mod geglu;
 pub mod indexing;
 pub mod loss;
 pub mod matmul;
