@@ -110,29 +110,16 @@ impl<T: Float> Scores<'_, T> {
         }
     }
 
-    /// Copy `Kᵀ` for keys `j0..j0+cols` into `kt` (`[d, cols]`), so the score
-    /// product reads its right operand with unit stride.
-    fn load_kt(&self, bh: usize, j0: usize, cols: usize, kt: &mut Vec<T>) {
-        transpose_rows(self.k, bh, j0, cols, self.dims.d, kt);
+    /// `Kᵀ` for keys from `j0` on, as a GEMM operand read in place (the
+    /// GEMM's packing does the transpose).
+    fn kt(&self, bh: usize, j0: usize) -> MatRef<'_, T> {
+        transposed(self.k, bh, j0)
     }
 
-    /// The tile `s[rows, cols]` of scores for queries `i0..` and keys `j0..`,
-    /// given `kt` from [`Scores::load_kt`].
-    #[allow(clippy::too_many_arguments)]
-    fn tile(&self, bh: usize, i0: usize, rows: usize, j0: usize, cols: usize, kt: &[T], s: &mut [T]) {
+    /// The tile `s[rows, cols]` of scores for queries `i0..` and keys `j0..`.
+    fn tile(&self, bh: usize, i0: usize, rows: usize, j0: usize, cols: usize, s: &mut [T]) {
         let d = self.dims.d;
-        gemm(
-            rows,
-            cols,
-            d,
-            self.scale,
-            self.q.heads.mat(self.q.data, bh, i0),
-            MatRef { data: kt, rs: cols, cs: 1 },
-            T::zero(),
-            s,
-            cols,
-            false,
-        );
+        gemm(rows, cols, d, self.scale, self.q.heads.mat(self.q.data, bh, i0), self.kt(bh, j0), T::zero(), s, cols, false);
         if let Some(m) = self.mask {
             for (i, row) in s.chunks_exact_mut(cols).take(rows).enumerate() {
                 let base = m.heads.at(bh, i0 + i) + j0 * m.heads.cs;
@@ -153,16 +140,10 @@ impl<T: Float> Scores<'_, T> {
     }
 }
 
-/// `out[c, r] = x[row0 + r, c]` for `rows` rows and `cols` columns of an operand.
-fn transpose_rows<T: Float>(x: Operand<T>, bh: usize, row0: usize, rows: usize, cols: usize, out: &mut Vec<T>) {
-    out.clear();
-    out.resize(rows * cols, T::zero());
-    for r in 0..rows {
-        let base = x.heads.at(bh, row0 + r);
-        for c in 0..cols {
-            out[c * rows + r] = x.data[base + c * x.heads.cs];
-        }
-    }
+/// The transpose of an operand's matrix `bh` from row `row0` on, read in
+/// place: element (c, r) is row `row0 + r`, column c.
+fn transposed<T>(x: Operand<'_, T>, bh: usize, row0: usize) -> MatRef<'_, T> {
+    MatRef { data: &x.data[x.heads.at(bh, row0)..], rs: x.heads.cs, cs: x.heads.rs }
 }
 
 /// Attention output `[BH, Lq, Dv]` and per-row log-sum-exp `[BH, Lq]`.
@@ -185,7 +166,6 @@ pub fn attention_fwd<T: Float>(sc: Scores<T>, v: Operand<T>) -> (Vec<T>, Vec<T>)
 fn forward_block<T: Float>(sc: &Scores<T>, v: Operand<T>, bh: usize, i0: usize, o: &mut [T], lse: &mut [T]) {
     let dv = sc.dims.dv;
     let rows = lse.len();
-    let mut kt = Vec::new();
     let mut s = vec![T::zero(); rows * BLOCK_K];
     let mut row_max = vec![T::neg_infinity(); rows];
     let mut row_sum = vec![T::zero(); rows];
@@ -193,8 +173,7 @@ fn forward_block<T: Float>(sc: &Scores<T>, v: Operand<T>, bh: usize, i0: usize, 
     for j0 in (0..key_end).step_by(BLOCK_K) {
         let cols = BLOCK_K.min(key_end - j0);
         let s = &mut s[..rows * cols];
-        sc.load_kt(bh, j0, cols, &mut kt);
-        sc.tile(bh, i0, rows, j0, cols, &kt, s);
+        sc.tile(bh, i0, rows, j0, cols, s);
         for (i, srow) in s.chunks_exact_mut(cols).enumerate() {
             let m_new = row_max[i].max(max_slice(srow));
             if m_new == T::neg_infinity() {
@@ -291,9 +270,7 @@ pub fn attention_bwd<T: Float>(sc: Scores<T>, gi: AttentionGradInputs<T>) -> (Ve
 fn key_block_grads<T: Float>(sc: &Scores<T>, gi: &AttentionGradInputs<T>, delta: &[T], bh: usize, j0: usize, dkb: &mut [T], dvb: &mut [T]) {
     let AttentionDims { lq, d, dv, .. } = sc.dims;
     let cols = dvb.len() / dv;
-    let (mut kt, mut vt) = (Vec::new(), Vec::new());
-    sc.load_kt(bh, j0, cols, &mut kt);
-    transpose_rows(gi.v, bh, j0, cols, dv, &mut vt);
+    let vt = transposed(gi.v, bh, j0);
     let mut p = vec![T::zero(); BLOCK_Q * cols];
     let mut dp = vec![T::zero(); BLOCK_Q * cols];
     // Causal: queries before j0 see none of these keys.
@@ -302,13 +279,13 @@ fn key_block_grads<T: Float>(sc: &Scores<T>, gi: &AttentionGradInputs<T>, delta:
         let rows = BLOCK_Q.min(lq - i0);
         let (p, dp) = (&mut p[..rows * cols], &mut dp[..rows * cols]);
         let row_range = bh * lq + i0..bh * lq + i0 + rows;
-        sc.tile(bh, i0, rows, j0, cols, &kt, p);
+        sc.tile(bh, i0, rows, j0, cols, p);
         probs_from_lse(p, cols, &gi.lse[row_range.clone()]);
         let g_blk = MatRef { data: &gi.grad[(bh * lq + i0) * dv..], rs: dv, cs: 1 };
         // dV += Pᵀ·dO
         gemm(cols, dv, rows, T::one(), MatRef { data: p, rs: 1, cs: cols }, g_blk, T::one(), dvb, dv, false);
         // dP = dO·Vᵀ, then dS = P ∘ (dP − delta)
-        gemm(rows, cols, dv, T::one(), g_blk, MatRef { data: &vt, rs: cols, cs: 1 }, T::zero(), dp, cols, false);
+        gemm(rows, cols, dv, T::one(), g_blk, vt, T::zero(), dp, cols, false);
         score_grads(p, dp, cols, &delta[row_range]);
         // dK += scale·dSᵀ·Q
         gemm(cols, d, rows, sc.scale, MatRef { data: dp, rs: 1, cs: cols }, sc.q.heads.mat(sc.q.data, bh, i0), T::one(), dkb, d, false);
@@ -319,7 +296,6 @@ fn key_block_grads<T: Float>(sc: &Scores<T>, gi: &AttentionGradInputs<T>, delta:
 fn query_block_grads<T: Float>(sc: &Scores<T>, gi: &AttentionGradInputs<T>, delta: &[T], bh: usize, i0: usize, dqb: &mut [T]) {
     let AttentionDims { lq, d, dv, .. } = sc.dims;
     let rows = dqb.len() / d;
-    let (mut kt, mut vt) = (Vec::new(), Vec::new());
     let mut p = vec![T::zero(); rows * BLOCK_K];
     let mut dp = vec![T::zero(); rows * BLOCK_K];
     let row_range = bh * lq + i0..bh * lq + i0 + rows;
@@ -328,11 +304,9 @@ fn query_block_grads<T: Float>(sc: &Scores<T>, gi: &AttentionGradInputs<T>, delt
     for j0 in (0..key_end).step_by(BLOCK_K) {
         let cols = BLOCK_K.min(key_end - j0);
         let (p, dp) = (&mut p[..rows * cols], &mut dp[..rows * cols]);
-        sc.load_kt(bh, j0, cols, &mut kt);
-        transpose_rows(gi.v, bh, j0, cols, dv, &mut vt);
-        sc.tile(bh, i0, rows, j0, cols, &kt, p);
+        sc.tile(bh, i0, rows, j0, cols, p);
         probs_from_lse(p, cols, &gi.lse[row_range.clone()]);
-        gemm(rows, cols, dv, T::one(), g_blk, MatRef { data: &vt, rs: cols, cs: 1 }, T::zero(), dp, cols, false);
+        gemm(rows, cols, dv, T::one(), g_blk, transposed(gi.v, bh, j0), T::zero(), dp, cols, false);
         score_grads(p, dp, cols, &delta[row_range.clone()]);
         // dQ += scale·dS·K
         gemm(rows, d, cols, sc.scale, MatRef { data: dp, rs: cols, cs: 1 }, sc.k.heads.mat(sc.k.data, bh, j0), T::one(), dqb, d, false);
