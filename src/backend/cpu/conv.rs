@@ -505,9 +505,13 @@ pub fn conv2d_bwd_data<T: Float>(dy: &[T], w: &[T], g: &Conv2dGeometry) -> Vec<T
     // Blocks of one (image, group) overlap in the input, so they run in turn;
     // parallelism comes from the items, or else from inside GEMM and col2im.
     let blocks = g.blocks(g.rows_per_block(1, 1));
+    // Every image of a group multiplies the same Wᵀ: pack it once, not once per
+    // image (for 4×4 planes the packing cost more than the product).
+    let weights_t: Vec<PackedA<T>> =
+        (0..g.groups).map(|grp| PackedA::new(MatRef { data: &w[grp * cog * k..], rs: 1, cs: k }, k, cog)).collect();
     let per_item = |item: usize, dx_item: &mut [T], dcol: &mut Vec<T>, parallel: bool| {
         let (n, grp) = (item / g.groups, item % g.groups);
-        let w_t = MatRef { data: &w[grp * cog * k..], rs: 1, cs: k };
+        let w_t = &weights_t[grp];
         let dy_group = &dy[(n * g.out_channels + grp * cog) * out_plane..];
         if g.is_pointwise() {
             let b = MatRef { data: dy_group, rs: out_plane, cs: 1 };
