@@ -10,7 +10,7 @@
 //! one still keeps every thread busy. A 1×1, stride-1, unpadded convolution
 //! needs no im2col at all: the input already is the GEMM operand.
 
-use super::gemm::{gemm, gemm_raw_c, BOperand, Im2colRef, MatRef, PackedA, SegmentedRef};
+use super::gemm::{gemm, gemm_raw_c, AOperand, BOperand, Im2colRef, MatRef, PackedA, SegmentedRef};
 use super::reduce::sum_slice;
 use super::scratch::{with_buffer, Slot};
 use super::PARALLEL_MIN;
@@ -396,29 +396,39 @@ pub fn conv2d_fwd_fused<T: Float>(x: &[T], w: &[T], epilogue: ConvEpilogue<'_, T
     // Not zero-filled: every element is written once, by a GEMM (beta zero) or a scatter.
     let mut out: Vec<T> = Vec::with_capacity(out_len);
     let threads = rayon::current_num_threads();
-    let images_per_task = if out_plane < BATCH_PLANES_BELOW && g.batch > 1 {
+    // Every task of a group streams all of the group's weights, so when they
+    // outweigh the activations (more output channels than output pixels in
+    // the whole batch: the SD-UNet's 1280-channel layers on 8×8 and 16×16
+    // planes, 59 MB of weights each) a group is one task, a GEMM whose
+    // threads split the output channels and so read the weights once.
+    let weight_bound = cog >= g.batch * out_plane;
+    let images_per_task = if weight_bound {
+        g.batch
+    } else if out_plane < BATCH_PLANES_BELOW && g.batch > 1 {
         let by_memory = COL_BLOCK_ELEMS / (k * out_plane).max(1);
         balanced_run_length(g.batch, by_memory.min(g.batch.div_ceil(threads)).clamp(1, g.batch), threads)
     } else {
         1
     };
     let image_runs: Vec<Range<usize>> = (0..g.batch).step_by(images_per_task).map(|n| n..(n + images_per_task).min(g.batch)).collect();
-    let blocks = if images_per_task > 1 {
+    let blocks = if images_per_task > 1 || weight_bound {
         std::iter::once(0..g.out_size[0]).collect()
     } else {
         g.blocks(g.rows_per_block(g.batch * g.groups, 2 * threads))
     };
     let tasks = image_runs.len() * g.groups * blocks.len();
-    // Every task of a group multiplies the same weights: pack them once, not once per task.
-    let weights: Vec<PackedA<T>> =
-        (0..g.groups).map(|grp| PackedA::new(MatRef { data: &w[grp * cog * k..], rs: k, cs: 1 }, cog, k)).collect();
+    // When several tasks of a group multiply the same weights, pack them once
+    // for all; a lone task packs its blocks as it goes, without a full copy.
+    let group_weights = |grp: usize| MatRef { data: &w[grp * cog * k..], rs: k, cs: 1 };
+    let packed: Vec<PackedA<T>> =
+        if tasks > g.groups { (0..g.groups).map(|grp| PackedA::new(group_weights(grp), cog, k)).collect() } else { Vec::new() };
     let shared = SharedMut::new(&mut out.spare_capacity_mut()[..out_len]);
     let run = |task: usize, parallel: bool| {
         let rows = blocks[task % blocks.len()].clone();
         let item = task / blocks.len();
         let (images, grp) = (image_runs[item / g.groups].clone(), item % g.groups);
         let width = rows.len() * out_w;
-        let a = &weights[grp];
+        let a: AOperand<T> = packed.get(grp).map_or_else(|| group_weights(grp).into(), AOperand::from);
         if images.len() > 1 {
             let ld = width * images.len();
             let scatter = |block_out: &[T]| {
@@ -714,13 +724,20 @@ mod tests {
     }
 
     /// The epilogue (scale, shift, residual, ReLU, in every combination) on
-    /// both write paths — straight into the output (large planes, row blocks)
-    /// and through the scratch block (small planes, image runs) — on 1 and 2
-    /// threads, against the direct loops followed by separate passes.
+    /// both write paths — straight into the output (large planes, row blocks,
+    /// and a lone image whose weights outweigh it) and through the scratch
+    /// block (small planes, image runs, a whole weight-bound batch) — on 1 and
+    /// 2 threads, against the direct loops followed by separate passes.
     #[test]
     fn fused_epilogue_matches_separate_passes() {
-        let cases =
-            [geometry(3, 6, [40, 36], 10, 3, 1, 1, 1), geometry(5, 8, [9, 7], 12, 1, 1, 0, 2), geometry(2, 4, [33, 35], 6, 3, 2, 1, 1)];
+        let cases = [
+            geometry(3, 6, [40, 36], 10, 3, 1, 1, 1),
+            geometry(5, 8, [9, 7], 12, 1, 1, 0, 2),
+            geometry(2, 4, [33, 35], 6, 3, 2, 1, 1),
+            // More output channels than output pixels: one GEMM per group, threads inside.
+            geometry(1, 8, [3, 4], 16, 3, 1, 1, 1),
+            geometry(2, 8, [2, 3], 24, 3, 1, 1, 2),
+        ];
         for g in cases {
             let mut rng = crate::Rng::new(5);
             let mut rand = |n: usize| (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect::<Vec<f64>>();
@@ -774,6 +791,8 @@ mod tests {
             geometry(7, 16, [12, 10], 24, 3, 1, 1, 1),
             geometry(5, 16, [11, 9], 20, 1, 1, 0, 1),
             geometry(3, 8, [10, 13], 12, 3, 1, 1, 4),
+            geometry(3, 16, [3, 3], 40, 3, 1, 1, 1),
+            geometry(2, 12, [4, 4], 64, 1, 1, 0, 2),
         ];
         for g in cases {
             let mut rng = crate::Rng::new(3);

@@ -109,29 +109,57 @@ fn pack_b_im2col<T: Float>(dst: &mut [T], b: Im2colRef<T>, row0: usize, col0: us
             lane += len;
         }
         let pieces = &pieces[..count];
+        // Per piece, what depends on one kernel axis only, worked out once per
+        // panel instead of once per step: for kernel row ki the offset of the
+        // input row it reads (None in the padding); for kernel column kj the
+        // lanes lo..hi that fall inside the row and where lane lo reads it.
+        let row_of: Vec<Option<usize>> = pieces
+            .iter()
+            .flat_map(|piece| {
+                (0..kh).map(move |ki| {
+                    let ih = (piece.oh * sh + ki * dh) as isize - ph as isize;
+                    (0..in_h as isize).contains(&ih).then(|| piece.image + ih as usize * in_w)
+                })
+            })
+            .collect();
+        let lanes_of: Vec<(usize, usize, usize)> = pieces
+            .iter()
+            .flat_map(|piece| {
+                (0..kw).map(move |kj| {
+                    let iw0 = (piece.ow * sw + kj * dw) as isize - pw as isize;
+                    if sw != 1 {
+                        return (0, 0, 0);
+                    }
+                    let lo = (-iw0).clamp(0, piece.len as isize) as usize;
+                    let hi = (in_w as isize - iw0).clamp(lo as isize, piece.len as isize) as usize;
+                    (lo, hi, if lo < hi { (iw0 + lo as isize) as usize } else { 0 })
+                })
+            })
+            .collect();
         let (mut channel, tap) = (row0 / taps, row0 % taps);
         let (mut ki, mut kj) = (tap / kw, tap % kw);
         for step in panel.chunks_exact_mut(nr) {
             step[cols..].fill(T::zero());
-            for piece in pieces {
+            for (index, piece) in pieces.iter().enumerate() {
                 let out = &mut step[piece.lane..piece.lane + piece.len];
-                let ih = (piece.oh * sh + ki * dh) as isize - ph as isize;
-                if ih < 0 || ih >= in_h as isize {
+                let Some(row) = row_of[index * kh + ki] else {
                     out.fill(T::zero());
                     continue;
-                }
-                let row = &b.data[piece.image + channel * plane + ih as usize * in_w..][..in_w];
-                let iw0 = (piece.ow * sw + kj * dw) as isize - pw as isize;
+                };
+                let row = &b.data[row + channel * plane..][..in_w];
                 if sw == 1 {
-                    // Lanes t with 0 ≤ iw0 + t < in_w read the row; the rest are padding.
-                    let lo = (-iw0).clamp(0, piece.len as isize) as usize;
-                    let hi = (in_w as isize - iw0).clamp(lo as isize, piece.len as isize) as usize;
+                    let (lo, hi, start) = lanes_of[index * kw + kj];
+                    if lo == 0 && hi == out.len() {
+                        copy_run(out, &row[start..]);
+                        continue;
+                    }
                     out[..lo].fill(T::zero());
                     out[hi..].fill(T::zero());
                     if lo < hi {
-                        copy_run(&mut out[lo..hi], &row[(iw0 + lo as isize) as usize..]);
+                        copy_run(&mut out[lo..hi], &row[start..]);
                     }
                 } else {
+                    let iw0 = (piece.ow * sw + kj * dw) as isize - pw as isize;
                     for (t, v) in out.iter_mut().enumerate() {
                         let iw = iw0 + (t * sw) as isize;
                         *v = if iw >= 0 && iw < in_w as isize { row[iw as usize] } else { T::zero() };
