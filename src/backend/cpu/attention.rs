@@ -14,8 +14,7 @@
 //! — with log-sum-exp −∞ and zero gradients, instead of PyTorch's NaN.
 
 use super::gemm::{gemm, MatRef};
-use super::reduce::sum_slice;
-use super::softmax::{exp_inplace, max_slice};
+use super::softmax::{exp_shifted_sum, max_slice};
 use crate::tensor::{Float, Layout};
 use rayon::prelude::*;
 
@@ -181,10 +180,9 @@ fn forward_block<T: Float>(sc: &Scores<T>, v: Operand<T>, bh: usize, i0: usize, 
                 srow.fill(T::zero());
                 continue;
             }
-            srow.iter_mut().for_each(|x| *x -= m_new);
-            exp_inplace(srow);
+            let tile_sum = exp_shifted_sum(srow, m_new);
             let alpha = (row_max[i] - m_new).exp();
-            row_sum[i] = row_sum[i] * alpha + sum_slice(srow);
+            row_sum[i] = row_sum[i] * alpha + tile_sum;
             row_max[i] = m_new;
             if alpha != T::one() {
                 o[i * dv..(i + 1) * dv].iter_mut().for_each(|x| *x *= alpha);
@@ -210,8 +208,7 @@ fn probs_from_lse<T: Float>(s: &mut [T], cols: usize, lse: &[T]) {
         if l == T::neg_infinity() {
             srow.fill(T::zero());
         } else {
-            srow.iter_mut().for_each(|x| *x -= l);
-            exp_inplace(srow);
+            exp_shifted_sum(srow, l);
         }
     }
 }

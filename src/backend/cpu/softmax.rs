@@ -64,6 +64,46 @@ unsafe fn exp_f32_loop_avx2(x: &mut [f32]) {
     exp_f32_loop::<true>(x)
 }
 
+/// `x[i] = exp(x[i] − shift)`, returning Σ x[i]. Two loops over the row (in
+/// L1 by then), each of which the compiler vectorises; fused into one, the
+/// 8-lane sum kept the exponential from vectorising and ran 1.8× slower.
+#[inline(always)]
+fn exp_shifted_sum_f32<const FMA: bool>(x: &mut [f32], shift: f32) -> f32 {
+    for v in x.iter_mut() {
+        *v = exp_f32::<FMA>(*v - shift);
+    }
+    sum_slice(x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_shifted_sum_f32_avx2(x: &mut [f32], shift: f32) -> f32 {
+    exp_shifted_sum_f32::<true>(x, shift)
+}
+
+/// `x[i] = exp(x[i] − shift)` in place, returning the sum of the results:
+/// the shift, the exponential and the sum of an online softmax's row in one
+/// pass instead of three. f32 as [`exp_inplace`]; f64 exact.
+pub fn exp_shifted_sum<T: Float>(x: &mut [T], shift: T) -> T {
+    if T::DTYPE == DType::F32 {
+        let (x, shift): (&mut [f32], f32) = (bytemuck::cast_slice_mut(x), bytemuck::cast(shift));
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above), the
+            // only requirement of the target_feature function.
+            let total = unsafe { exp_shifted_sum_f32_avx2(x, shift) };
+            return bytemuck::cast(total);
+        }
+        return bytemuck::cast(exp_shifted_sum_f32::<false>(x, shift));
+    }
+    let mut total = T::zero();
+    for v in x.iter_mut() {
+        *v = (*v - shift).exp();
+        total += *v;
+    }
+    total
+}
+
 /// Replace each element by its exponential. f32 uses the vectorised
 /// polynomial above (AVX2 when the CPU has it); f64 uses the exact libm
 /// exp, as gradient checks need.
@@ -262,5 +302,23 @@ mod tests {
         let mut nan = [f32::NAN];
         exp_inplace(&mut nan);
         assert!(nan[0].is_nan());
+    }
+
+    #[test]
+    fn exp_shifted_sum_matches_the_f64_reference() {
+        for len in [1usize, 7, 8, 128, 131] {
+            let xs: Vec<f64> = (0..len).map(|i| ((i * 37) % 23) as f64 * 0.4 - 6.0).collect();
+            let shift = 2.5;
+            let want: Vec<f64> = xs.iter().map(|&x| (x - shift).exp()).collect();
+            let want_sum: f64 = want.iter().sum();
+            let mut x64 = xs.clone();
+            assert!((exp_shifted_sum(&mut x64, shift) - want_sum).abs() <= 1e-12 * want_sum);
+            let mut x32: Vec<f32> = xs.iter().map(|&x| x as f32).collect();
+            let sum32 = exp_shifted_sum(&mut x32, shift as f32);
+            assert!((sum32 as f64 - want_sum).abs() <= 1e-6 * want_sum, "len {len}: sum {sum32} vs {want_sum}");
+            for (got, w) in x32.iter().zip(&want) {
+                assert!((*got as f64 - w).abs() <= 1e-6 * w, "len {len}: {got} vs {w}");
+            }
+        }
     }
 }
