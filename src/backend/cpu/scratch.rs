@@ -1,7 +1,7 @@
 //! Per-thread scratch buffers that outlive the call that uses them.
 //!
-//! Kernels that need a temporary (GEMM's packed panels, convolution's im2col
-//! blocks) take one from here instead of allocating: a fresh `Vec` per call
+//! Kernels that need a temporary (GEMM's packed panels, a convolution's output
+//! block) take one from here instead of allocating: a fresh `Vec` per call
 //! costs a zero-fill, and page faults once it is large, on every call (6 % of
 //! a ResNet-50 forward in profiles, as memset). A buffer is only zero-filled
 //! where it grows, so callers must write every element they later read.
@@ -18,7 +18,6 @@ struct CacheLine([u8; 64]);
 thread_local! {
     static GEMM_PACK_A: Cell<Vec<CacheLine>> = const { Cell::new(Vec::new()) };
     static GEMM_PACK_B: Cell<Vec<CacheLine>> = const { Cell::new(Vec::new()) };
-    static CONV_COLUMNS: Cell<Vec<CacheLine>> = const { Cell::new(Vec::new()) };
     static CONV_BLOCK_OUT: Cell<Vec<CacheLine>> = const { Cell::new(Vec::new()) };
 }
 
@@ -30,8 +29,6 @@ pub enum Slot {
     GemmPackA,
     /// GEMM: the packed block of B.
     GemmPackB,
-    /// Convolution: an im2col block.
-    ConvColumns,
     /// Convolution: a block of output computed before it is scattered.
     ConvBlockOut,
 }
@@ -46,7 +43,6 @@ pub fn with_buffer<T: bytemuck::Pod, R>(slot: Slot, len: usize, f: impl FnOnce(&
     let key: &'static LocalKey<Cell<Vec<CacheLine>>> = match slot {
         Slot::GemmPackA => &GEMM_PACK_A,
         Slot::GemmPackB => &GEMM_PACK_B,
-        Slot::ConvColumns => &CONV_COLUMNS,
         Slot::ConvBlockOut => &CONV_BLOCK_OUT,
     };
     let mut lines = key.take();
@@ -65,13 +61,13 @@ mod tests {
 
     #[test]
     fn buffers_are_reused_and_nested_calls_get_their_own() {
-        let first = with_buffer::<f32, _>(Slot::ConvColumns, 100, |b| {
+        let first = with_buffer::<f32, _>(Slot::ConvBlockOut, 100, |b| {
             b.fill(7.0);
             // A nested call on the same slot must not see (or alias) the outer buffer.
-            with_buffer::<f32, _>(Slot::ConvColumns, 10, |inner| assert!(inner.iter().all(|&v| v == 0.0)));
+            with_buffer::<f32, _>(Slot::ConvBlockOut, 10, |inner| assert!(inner.iter().all(|&v| v == 0.0)));
             b.as_ptr() as usize
         });
-        with_buffer::<f32, _>(Slot::ConvColumns, 50, |b| {
+        with_buffer::<f32, _>(Slot::ConvBlockOut, 50, |b| {
             assert_eq!(b.as_ptr() as usize % 64, 0, "64-byte aligned");
             assert!(b.iter().all(|&v| v == 7.0), "the last user's values are still there");
             assert_eq!(b.as_ptr() as usize, first, "the same allocation is reused");
