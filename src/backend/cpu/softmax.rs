@@ -4,7 +4,7 @@
 //! helpers (vectorised exp, max, dot) that attention and the norms share.
 
 use super::reduce::sum_slice;
-use super::vmath::exp_f32;
+use super::vmath::{exp_f32, simd_dispatch};
 use super::PARALLEL_MIN;
 use crate::tensor::{DType, Float};
 use rayon::prelude::*;
@@ -51,50 +51,21 @@ pub fn dot_slice<T: Float>(a: &[T], b: &[T]) -> T {
     s
 }
 
-#[inline(always)]
-fn exp_f32_loop<const FMA: bool>(x: &mut [f32]) {
-    for v in x.iter_mut() {
-        *v = exp_f32::<FMA>(*v);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn exp_f32_loop_avx2(x: &mut [f32]) {
-    exp_f32_loop::<true>(x)
-}
-
-/// `x[i] = exp(x[i] − shift)`, returning Σ x[i]. Two loops over the row (in
-/// L1 by then), each of which the compiler vectorises; fused into one, the
-/// 8-lane sum kept the exponential from vectorising and ran 1.8× slower.
-#[inline(always)]
-fn exp_shifted_sum_f32<const FMA: bool>(x: &mut [f32], shift: f32) -> f32 {
+simd_dispatch!(exp_shifted_f32, FMA, (x: &mut [f32], shift: f32), {
     for v in x.iter_mut() {
         *v = exp_f32::<FMA>(*v - shift);
     }
-    sum_slice(x)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn exp_shifted_sum_f32_avx2(x: &mut [f32], shift: f32) -> f32 {
-    exp_shifted_sum_f32::<true>(x, shift)
-}
+});
 
 /// `x[i] = exp(x[i] − shift)` in place, returning the sum of the results:
 /// the shift, the exponential and the sum of an online softmax's row in one
-/// pass instead of three. f32 as [`exp_inplace`]; f64 exact.
+/// call. f32 as [`exp_inplace`]; f64 exact. The sum is a second loop over
+/// the row (in L1 by then): folded into the exponential's loop, the 8-lane
+/// sum kept that loop from vectorising and ran 1.8× slower.
 pub fn exp_shifted_sum<T: Float>(x: &mut [T], shift: T) -> T {
     if T::DTYPE == DType::F32 {
-        let (x, shift): (&mut [f32], f32) = (bytemuck::cast_slice_mut(x), bytemuck::cast(shift));
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above), the
-            // only requirement of the target_feature function.
-            let total = unsafe { exp_shifted_sum_f32_avx2(x, shift) };
-            return bytemuck::cast(total);
-        }
-        return bytemuck::cast(exp_shifted_sum_f32::<false>(x, shift));
+        exp_shifted_f32(bytemuck::cast_slice_mut(x), bytemuck::cast(shift));
+        return sum_slice(x);
     }
     let mut total = T::zero();
     for v in x.iter_mut() {
@@ -105,19 +76,12 @@ pub fn exp_shifted_sum<T: Float>(x: &mut [T], shift: T) -> T {
 }
 
 /// Replace each element by its exponential. f32 uses the vectorised
-/// polynomial above (AVX2 when the CPU has it); f64 uses the exact libm
-/// exp, as gradient checks need.
+/// polynomial of `vmath` (AVX2+FMA when the CPU has it); f64 uses the exact
+/// libm exp, as gradient checks need.
 pub fn exp_inplace<T: Float>(x: &mut [T]) {
     if T::DTYPE == DType::F32 {
-        let x: &mut [f32] = bytemuck::cast_slice_mut(x);
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above), the
-            // only requirement of the target_feature function.
-            unsafe { exp_f32_loop_avx2(x) };
-            return;
-        }
-        exp_f32_loop::<false>(x);
+        // exp(x − 0) is exp(x) bit for bit (x − 0 = x, for −0 and NaN too).
+        exp_shifted_f32(bytemuck::cast_slice_mut(x), 0.0);
     } else {
         for v in x.iter_mut() {
             *v = v.exp();
