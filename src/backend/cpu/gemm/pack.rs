@@ -68,6 +68,16 @@ pub(super) fn pack_b<T: Float>(dst: &mut [T], b: BOperand<T>, row0: usize, col0:
     }
 }
 
+/// Call `pack_panel(q, panel)` for each `panel_len` panel of `dst`, on every
+/// thread when `parallel`.
+fn for_each_panel<T: Float>(dst: &mut [T], panel_len: usize, parallel: bool, pack_panel: impl Fn((usize, &mut [T])) + Sync + Send) {
+    if parallel {
+        dst.par_chunks_mut(panel_len).enumerate().for_each(pack_panel);
+    } else {
+        dst.chunks_mut(panel_len).enumerate().for_each(pack_panel);
+    }
+}
+
 /// Widest B panel any micro-kernel uses.
 const MAX_NR: usize = 16;
 
@@ -177,11 +187,7 @@ fn pack_b_im2col<T: Float>(dst: &mut [T], b: Im2colRef<T>, row0: usize, col0: us
             }
         }
     };
-    if parallel {
-        dst.par_chunks_mut(kc * nr).enumerate().for_each(pack_panel);
-    } else {
-        dst.chunks_mut(kc * nr).enumerate().for_each(pack_panel);
-    }
+    for_each_panel(dst, kc * nr, parallel, pack_panel);
 }
 
 /// `dst.copy_from_slice(&src[..dst.len()])`, as fixed-size moves for the run
@@ -245,11 +251,7 @@ fn pack_b_segmented<T: Float>(
             }
         }
     };
-    if parallel {
-        dst.par_chunks_mut(kc * nr).enumerate().for_each(pack_panel);
-    } else {
-        dst.chunks_mut(kc * nr).enumerate().for_each(pack_panel);
-    }
+    for_each_panel(dst, kc * nr, parallel, pack_panel);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -288,11 +290,7 @@ fn pack_b_strided<T: Float>(dst: &mut [T], b: MatRef<T>, row0: usize, col0: usiz
             }
         }
     };
-    if parallel {
-        dst.par_chunks_mut(kc * nr).enumerate().for_each(pack_panel);
-    } else {
-        dst.chunks_mut(kc * nr).enumerate().for_each(pack_panel);
-    }
+    for_each_panel(dst, kc * nr, parallel, pack_panel);
 }
 
 /// One full-width B panel from a row-major B: each step is `N` consecutive
