@@ -28,6 +28,12 @@ use privdistill::{no_grad, DType, Device, Rng, Tensor};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use privdistill::backend::cpu::host_alloc::{CachingAllocator, DEFAULT_CAPACITY};
+
+// Freed tensor-sized blocks are reused instead of unmapped and faulted in again.
+#[global_allocator]
+static ALLOCATOR: CachingAllocator = CachingAllocator::new(DEFAULT_CAPACITY);
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -3,6 +3,12 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+use privdistill::backend::cpu::host_alloc::{CachingAllocator, DEFAULT_CAPACITY};
+
+// Freed tensor-sized blocks are reused instead of unmapped and faulted in again.
+#[global_allocator]
+static ALLOCATOR: CachingAllocator = CachingAllocator::new(DEFAULT_CAPACITY);
+
 #[derive(Parser)]
 #[command(name = "privdistill", version, about = "Privacy Distillation for medical text-to-image diffusion models")]
 struct Cli {

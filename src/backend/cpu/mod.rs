@@ -8,6 +8,7 @@ pub mod copy;
 pub mod elementwise;
 pub mod geglu;
 pub mod gemm;
+pub mod host_alloc;
 pub mod indexing;
 pub mod loss;
 pub mod norm;
