@@ -160,6 +160,15 @@ fn attention_backward_matches_finite_differences() {
 
 #[test]
 fn attention_backward_matches_composed_ops_across_tiles() {
+    // Its 4 heads make one whole-head pass on one thread and the key-block and
+    // query-block passes on four (the backward picks by heads per thread).
+    for threads in [1, 4] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(backward_matches_composed_ops_across_tiles);
+    }
+}
+
+fn backward_matches_composed_ops_across_tiles() {
     let cases: [(usize, usize, bool, bool); 4] =
         [(150, 150, false, false), (150, 150, true, true), (131, 77, false, true), (70, 200, true, false)];
     for (lq, lk, causal, masked) in cases {

@@ -5,9 +5,10 @@
 //! The tile products go through the shared GEMM.
 //!
 //! The forward saves the log-sum-exp of every query row; the backward
-//! recomputes each tile's probabilities from it. It runs in two passes so
-//! every task owns what it writes: one over key blocks (dK, dV), one over
-//! query blocks (dQ).
+//! recomputes each tile's probabilities from it. Every task owns what it
+//! writes: with many heads a task is one head (dQ, dK, dV in one pass over its
+//! tiles); with few, the backward runs in two passes, one over key blocks
+//! (dK, dV) and one over query blocks (dQ), recomputing the tiles in each.
 //!
 //! A query row whose every score is −∞ (all keys masked) has no softmax; we
 //! define its output as 0 — the value a row of zero probabilities would give
@@ -22,6 +23,11 @@ use rayon::prelude::*;
 pub const BLOCK_Q: usize = 64;
 /// Key rows per tile.
 pub const BLOCK_K: usize = 128;
+/// The backward runs as one pass of whole-head tasks (each tile's scores
+/// computed once) when there are at least this many heads per thread, and
+/// otherwise as a key-block pass and a query-block pass (scores twice) so
+/// that a few long heads still spread over every thread.
+const HEADS_PER_THREAD_FOR_ONE_PASS: usize = 4;
 
 /// Where the `[rows, cols]` matrix of each (batch, head) of a rank-4 strided
 /// view sits in its storage.
@@ -248,10 +254,21 @@ pub fn attention_bwd<T: Float>(sc: Scores<T>, gi: AttentionGradInputs<T>) -> (Ve
     let delta: Vec<T> =
         gi.out.par_chunks(dv).zip(gi.grad.par_chunks(dv)).with_min_len(256).map(|(o, g)| super::softmax::dot_slice(o, g)).collect();
 
+    if bh >= HEADS_PER_THREAD_FOR_ONE_PASS * rayon::current_num_threads() {
+        // Enough heads to keep every thread busy: each task owns one head's dQ,
+        // dK and dV, so each score tile and its probabilities are computed once.
+        let heads = dq.par_chunks_mut(lq * d).zip(dk.par_chunks_mut(lk * d)).zip(dvv.par_chunks_mut(lk * dv));
+        heads.enumerate().for_each(|(b, ((dq_head, dk_head), dv_head))| {
+            for (kb, (dkb, dvb)) in dk_head.chunks_mut(BLOCK_K * d).zip(dv_head.chunks_mut(BLOCK_K * dv)).enumerate() {
+                key_block_grads(&sc, &gi, &delta, b, kb * BLOCK_K, dkb, dvb, Some(&mut *dq_head));
+            }
+        });
+        return (dq, dk, dvv);
+    }
     // Pass 1: each task owns one key block of dK and dV.
     dk.par_chunks_mut(lk * d).zip(dvv.par_chunks_mut(lk * dv)).enumerate().for_each(|(b, (dk_head, dv_head))| {
         dk_head.par_chunks_mut(BLOCK_K * d).zip(dv_head.par_chunks_mut(BLOCK_K * dv)).enumerate().for_each(|(kb, (dkb, dvb))| {
-            key_block_grads(&sc, &gi, &delta, b, kb * BLOCK_K, dkb, dvb);
+            key_block_grads(&sc, &gi, &delta, b, kb * BLOCK_K, dkb, dvb, None);
         });
     });
     // Pass 2: each task owns one query block of dQ.
@@ -263,8 +280,19 @@ pub fn attention_bwd<T: Float>(sc: Scores<T>, gi: AttentionGradInputs<T>) -> (Ve
     (dq, dk, dvv)
 }
 
-/// dK and dV of keys `j0..j0+cols` (`dkb` is `[cols, d]`, `dvb` `[cols, dv]`, zeroed).
-fn key_block_grads<T: Float>(sc: &Scores<T>, gi: &AttentionGradInputs<T>, delta: &[T], bh: usize, j0: usize, dkb: &mut [T], dvb: &mut [T]) {
+/// dK and dV of keys `j0..j0+cols` (`dkb` is `[cols, d]`, `dvb` `[cols, dv]`,
+/// zeroed), and these keys' share of dQ added into `dq_head` (`[lq, d]`) when given.
+#[allow(clippy::too_many_arguments)]
+fn key_block_grads<T: Float>(
+    sc: &Scores<T>,
+    gi: &AttentionGradInputs<T>,
+    delta: &[T],
+    bh: usize,
+    j0: usize,
+    dkb: &mut [T],
+    dvb: &mut [T],
+    mut dq_head: Option<&mut [T]>,
+) {
     let AttentionDims { lq, d, dv, .. } = sc.dims;
     let cols = dvb.len() / dv;
     let vt = transposed(gi.v, bh, j0);
@@ -286,6 +314,11 @@ fn key_block_grads<T: Float>(sc: &Scores<T>, gi: &AttentionGradInputs<T>, delta:
         score_grads(p, dp, cols, &delta[row_range]);
         // dK += scale·dSᵀ·Q
         gemm(cols, d, rows, sc.scale, MatRef { data: dp, rs: 1, cs: cols }, sc.q.heads.mat(sc.q.data, bh, i0), T::one(), dkb, d, false);
+        if let Some(dq_head) = dq_head.as_deref_mut() {
+            // dQ += scale·dS·K
+            let k_blk = sc.k.heads.mat(sc.k.data, bh, j0);
+            gemm(rows, d, cols, sc.scale, MatRef { data: dp, rs: cols, cs: 1 }, k_blk, T::one(), &mut dq_head[i0 * d..], d, false);
+        }
     }
 }
 
