@@ -154,6 +154,9 @@ fn f32_alpha_beta_and_wide_products() {
     }
     // Wider than one NC column block, and big enough to run in parallel.
     check_f32(20, 3200, 17, false, false, 1.0, 0.5, 102);
+    // A transposed A meeting many B panels is packed (serial); the parallel
+    // tasks each meet a few and read it in place; both must agree bit for bit.
+    check_f32(20, 3200, 17, true, false, 1.0, 0.5, 105);
     check_f32(150, 140, 120, true, true, -1.0, 2.0, 103);
     // alpha = 0 only scales C.
     check_f32(9, 11, 5, false, false, 0.0, 3.0, 104);

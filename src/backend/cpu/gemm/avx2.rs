@@ -17,7 +17,38 @@ pub(super) static KERNEL: MicroKernel<f32> = MicroKernel { mr: MR, nr: NR, kc: 3
 /// # Safety
 /// See [`super::kernel::KernelFn`]; the CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_6x16(kc: usize, alpha: f32, a: *const f32, b: *const f32, beta: f32, c: *mut f32, rsc: usize) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_6x16(kc: usize, alpha: f32, a: *const f32, rsa: usize, csa: usize, b: *const f32, beta: f32, c: *mut f32, rsc: usize) {
+    // A packed micro-panel gets its own instantiation, with the strides as constants.
+    // SAFETY: forwarded with the caller's guarantees.
+    unsafe {
+        if (rsa, csa) == (1, MR) {
+            tile::<true>(kc, alpha, a, 1, MR, b, beta, c, rsc)
+        } else {
+            tile::<false>(kc, alpha, a, rsa, csa, b, beta, c, rsc)
+        }
+    }
+}
+
+/// The tile product; with `PACKED` the A strides are the packed panel's (1, MR).
+///
+/// # Safety
+/// As [`kernel_6x16`].
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const PACKED: bool>(
+    kc: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    b: *const f32,
+    beta: f32,
+    c: *mut f32,
+    rsc: usize,
+) {
+    let (rsa, csa) = if PACKED { (1, MR) } else { (rsa, csa) };
     // Fetch the C tile now so its misses overlap the k loop instead of stalling the stores.
     for r in 0..MR {
         // SAFETY: prefetching never faults; the address lies in the caller's tile anyway.
@@ -27,8 +58,8 @@ unsafe fn kernel_6x16(kc: usize, alpha: f32, a: *const f32, b: *const f32, beta:
         }
     }
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-    // SAFETY: the caller guarantees kc·MR floats at `a` and kc·NR at `b`; every
-    // offset below stays inside step p's MR (resp. NR) values.
+    // SAFETY: the caller guarantees A elements (r, p) at r·rsa + p·csa for r < MR,
+    // p < kc, and kc·NR floats at `b`; every offset below stays inside step p's values.
     unsafe {
         let (mut a, mut b) = (a, b);
         // One k step at offset `step` from the current panel positions.
@@ -37,7 +68,7 @@ unsafe fn kernel_6x16(kc: usize, alpha: f32, a: *const f32, b: *const f32, beta:
                 let b0 = _mm256_loadu_ps(b.add($step * NR));
                 let b1 = _mm256_loadu_ps(b.add($step * NR + 8));
                 for (r, acc_row) in acc.iter_mut().enumerate() {
-                    let av = _mm256_broadcast_ss(&*a.add($step * MR + r));
+                    let av = _mm256_broadcast_ss(&*a.add($step * csa + r * rsa));
                     acc_row[0] = _mm256_fmadd_ps(av, b0, acc_row[0]);
                     acc_row[1] = _mm256_fmadd_ps(av, b1, acc_row[1]);
                 }
@@ -49,12 +80,12 @@ unsafe fn kernel_6x16(kc: usize, alpha: f32, a: *const f32, b: *const f32, beta:
             k_step!(1);
             k_step!(2);
             k_step!(3);
-            a = a.add(4 * MR);
+            a = a.add(4 * csa);
             b = b.add(4 * NR);
         }
         for _ in 0..kc % 4 {
             k_step!(0);
-            a = a.add(MR);
+            a = a.add(csa);
             b = b.add(NR);
         }
     }

@@ -5,19 +5,21 @@ use super::SgemmKernel;
 use crate::tensor::Float;
 use std::sync::OnceLock;
 
-/// Computes one MR×NR tile: C = alpha·Ã·B̃ + beta·C, where Ã is a packed A
-/// micro-panel (kc steps of MR values) and B̃ a packed B micro-panel (kc steps
-/// of NR values). C has row stride `rsc` and unit column stride; with beta == 0
+/// Computes one MR×NR tile: C = alpha·Ã·B̃ + beta·C, where Ã is an MR×kc
+/// sliver of A with element (r, p) at `a + r·rsa + p·csa` — a packed A
+/// micro-panel (kc steps of MR values) has strides (1, MR), a row-major A read
+/// in place (lda, 1) — and B̃ a packed B micro-panel (kc steps of NR values). C has row stride `rsc` and unit column stride; with beta == 0
 /// it is written without being read. The update is round(beta·C) +
 /// round(alpha·acc), unfused, exactly as the driver merges edge tiles, so a
 /// result never depends on where the tile boundaries fell (serial and parallel
 /// runs agree bit for bit).
 ///
 /// # Safety
-/// `a` must be valid for kc·MR reads, `b` for kc·NR reads, `c` for the MR×NR
+/// `a` must be valid for reads of every (r, p) element with r < MR, p < kc, `b` for kc·NR reads, `c` for the MR×NR
 /// tile with row stride `rsc` (initialised unless `beta` is zero: then it is
 /// only written, through the pointer), and the CPU must have the kernel's features.
-pub(super) type KernelFn<T> = unsafe fn(kc: usize, alpha: T, a: *const T, b: *const T, beta: T, c: *mut T, rsc: usize);
+pub(super) type KernelFn<T> =
+    unsafe fn(kc: usize, alpha: T, a: *const T, rsa: usize, csa: usize, b: *const T, beta: T, c: *mut T, rsc: usize);
 
 /// A micro-kernel with the tile shape it computes and the cache blocking that suits it.
 pub(super) struct MicroKernel<T> {
@@ -64,20 +66,25 @@ pub(super) fn best_f32() -> (SgemmKernel, &'static MicroKernel<f32>) {
 
 /// # Safety
 /// See [`KernelFn`].
+#[allow(clippy::too_many_arguments)]
 unsafe fn portable_kernel<T: Float, const MR: usize, const NR: usize>(
     kc: usize,
     alpha: T,
     a: *const T,
+    rsa: usize,
+    csa: usize,
     b: *const T,
     beta: T,
     c: *mut T,
     rsc: usize,
 ) {
-    // SAFETY: the caller guarantees kc·MR readable elements at `a` and kc·NR at `b`.
-    let (a, b) = unsafe { (std::slice::from_raw_parts(a, kc * MR), std::slice::from_raw_parts(b, kc * NR)) };
+    // SAFETY: the caller guarantees kc·NR readable elements at `b`.
+    let b = unsafe { std::slice::from_raw_parts(b, kc * NR) };
     let mut acc = [[T::zero(); NR]; MR];
-    for (a_step, b_step) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
-        for (acc_row, &av) in acc.iter_mut().zip(a_step) {
+    for (p, b_step) in b.chunks_exact(NR).enumerate() {
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            // SAFETY: (r, p) with r < MR, p < kc is readable by the caller's guarantee.
+            let av = unsafe { *a.add(r * rsa + p * csa) };
             for (acc_v, &bv) in acc_row.iter_mut().zip(b_step) {
                 *acc_v += av * bv;
             }
