@@ -158,6 +158,9 @@ fn f32_alpha_beta_and_wide_products() {
     // tasks each meet a few and read it in place; both must agree bit for bit.
     check_f32(20, 3200, 17, true, false, 1.0, 0.5, 105);
     check_f32(150, 140, 120, true, true, -1.0, 2.0, 103);
+    // Deep and narrow (a weight gradient): in parallel, column slabs of serial products.
+    check_f32(40, 200, 1000, true, false, 1.0, 0.5, 106);
+    check_f32(40, 200, 1000, false, true, 1.0, 0.0, 107);
     // alpha = 0 only scales C.
     check_f32(9, 11, 5, false, false, 0.0, 3.0, 104);
 }

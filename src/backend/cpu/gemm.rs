@@ -402,6 +402,17 @@ unsafe impl<T: Send> Send for SharedMut<T> {}
 // SAFETY: as above; the pointer is only read (copied) from the shared reference.
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 
+impl<T> SharedMut<T> {
+    /// The pointer `count` elements on.
+    ///
+    /// # Safety
+    /// As `pointer::add`: the result must lie in the same allocation.
+    unsafe fn add(self, count: usize) -> SharedMut<T> {
+        // SAFETY: by this function's contract.
+        SharedMut(unsafe { self.0.add(count) })
+    }
+}
+
 /// Largest index `(rows-1)·rs + (cols-1)·cs` of a strided matrix, for one bounds check up front.
 fn last_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
     (rows - 1) * rs + (cols - 1) * cs
@@ -460,6 +471,11 @@ unsafe fn gemm_driver<T: Float>(
     let (mr, nr) = (micro.mr, micro.nr);
     assert!(mr * nr <= kernel::MAX_TILE, "gemm: a {mr}×{nr} micro-kernel tile exceeds the edge scratch space");
     let threads = if parallel && m * n * k >= PARALLEL_MIN_MACS { rayon::current_num_threads().max(1) } else { 1 };
+    if let (Some(slabs), BOperand::Strided(b)) = (column_slabs(micro, m, n, k, threads, a, b), b) {
+        // SAFETY: the slabs are disjoint column ranges of the window, which is ours.
+        unsafe { gemm_column_slabs(micro, m, n, k, alpha, a, b, slabs, beta, c_ptr, rsc) };
+        return;
+    }
     // Row blocks as tall as the L2 budget (MC) allows; when threaded, enough
     // tasks that work stealing can even out a thread the OS preempts (this
     // machine is shared), splitting the columns too when there are few rows.
@@ -521,6 +537,55 @@ unsafe fn gemm_driver<T: Float>(
                 }
             }
         }
+    });
+}
+
+/// The column slabs to run a product as, one serial product each, when a k
+/// slice holds too little work to split (a linear layer's weight gradient:
+/// 64×64 outputs over 2048 tokens). The blocked driver forks and joins once
+/// per k slice; a slab task runs every slice of its columns with no join in
+/// between, packing only its own B panels and reading A in place. The tiles
+/// and their k order are the serial driver's, so the result is bit for bit the
+/// serial one. `None`: use the blocked driver.
+fn column_slabs<T>(micro: &MicroKernel<T>, m: usize, n: usize, k: usize, threads: usize, a: AOperand<T>, b: BOperand<T>) -> Option<usize> {
+    let BOperand::Strided(_) = b else { return None };
+    let small_slices = m * n * k.min(micro.kc) < threads * MIN_TASK_MACS;
+    let panels = n.div_ceil(micro.nr);
+    let slabs = (threads * TASKS_PER_THREAD).min(panels);
+    let a_unpacked = match a {
+        AOperand::Strided(a) => reads_a_in_place(a, panels.div_ceil(slabs)),
+        AOperand::Packed { .. } => true,
+    };
+    (threads > 1 && k > micro.kc && small_slices && slabs >= threads && a_unpacked).then_some(slabs)
+}
+
+/// [`gemm_driver`] over `slabs` column ranges of whole B panels in parallel, each serial.
+///
+/// # Safety
+/// As [`gemm_driver`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_column_slabs<T: Float>(
+    micro: &MicroKernel<T>,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    a: AOperand<T>,
+    b: MatRef<T>,
+    slabs: usize,
+    beta: T,
+    c_ptr: SharedMut<T>,
+    rsc: usize,
+) {
+    let slab_width = n.div_ceil(micro.nr).div_ceil(slabs) * micro.nr;
+    (0..n.div_ceil(slab_width)).into_par_iter().with_max_len(1).for_each(|slab| {
+        let j0 = slab * slab_width;
+        let width = slab_width.min(n - j0);
+        let b_slab = MatRef { data: &b.data[j0 * b.cs..], rs: b.rs, cs: b.cs };
+        // SAFETY: columns j0..j0+width of the window, which this task alone writes.
+        let c_slab = unsafe { c_ptr.add(j0) };
+        // SAFETY: as above; serial, so the slab runs on this thread only.
+        unsafe { gemm_driver(micro, m, width, k, alpha, a, BOperand::Strided(b_slab), beta, c_slab, rsc, false) };
     });
 }
 
