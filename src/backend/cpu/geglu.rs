@@ -4,11 +4,10 @@
 //! passes (two copies of the strided halves, a zero-filled output, the GELU,
 //! the product) and 2.5× PyTorch's time in the demo UNet.
 
-use super::vmath::{gelu_f32, gelu_grad_f32, simd_dispatch};
+use super::vmath::{gelu_and_grad_f32, gelu_f32, simd_dispatch};
 use super::{new_vec_by_chunks, PARALLEL_MIN};
 use crate::backend::op::UnaryOp;
 use crate::tensor::{DType, Float};
-use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 /// Rows per parallel task: about PARALLEL_MIN / 4 output elements.
@@ -25,27 +24,17 @@ simd_dispatch!(forward_rows_f32, FMA, (x: &[f32], half: usize, out: &mut [MaybeU
     }
 });
 
-simd_dispatch!(backward_rows_f32, FMA, (x: &[f32], grad: &[f32], half: usize, dx: &mut [f32]), {
+simd_dispatch!(backward_rows_f32, FMA, (x: &[f32], grad: &[f32], half: usize, dx: &mut [MaybeUninit<f32>]), {
     for ((row, g), d) in x.chunks_exact(2 * half).zip(grad.chunks_exact(half)).zip(dx.chunks_exact_mut(2 * half)) {
         let (a, gate) = row.split_at(half);
         let (da, dgate) = d.split_at_mut(half);
         for i in 0..half {
-            da[i] = g[i] * gelu_f32::<FMA>(gate[i]);
-            dgate[i] = g[i] * a[i] * gelu_grad_f32::<FMA>(gate[i]);
+            let (y, dy) = gelu_and_grad_f32::<FMA>(gate[i]);
+            da[i].write(g[i] * y);
+            dgate[i].write(g[i] * a[i] * dy);
         }
     }
 });
-
-/// Run `body(first_row, rows)` over blocks of whole rows of `out` (`row_len`
-/// elements each), in parallel when there is enough work.
-fn by_rows<T: Float>(out: &mut [T], row_len: usize, half: usize, body: impl Fn(usize, &mut [T]) + Sync + Send) {
-    let rows = rows_per_task(half);
-    if out.len() >= PARALLEL_MIN {
-        out.par_chunks_mut(rows * row_len).enumerate().for_each(|(t, o)| body(t * rows, o));
-    } else {
-        out.chunks_mut(rows * row_len).enumerate().for_each(|(t, o)| body(t * rows, o));
-    }
-}
 
 /// `out[r, i] = x[r, i] · gelu(x[r, half + i])` for a contiguous `x` of rows
 /// of `2·half`; returns rows of `half`.
@@ -77,26 +66,27 @@ pub fn geglu_fwd<T: Float>(x: &[T], half: usize) -> Vec<T> {
 /// `half`): `dx[r, i] = grad·gelu(gate)`, `dx[r, half + i] = grad·a·gelu'(gate)`.
 pub fn geglu_bwd<T: Float>(x: &[T], grad: &[T], half: usize) -> Vec<T> {
     assert_eq!(grad.len() * 2, x.len(), "geglu: gradient is not half the input");
-    let mut dx = vec![T::zero(); x.len()];
-    if dx.is_empty() {
-        return dx;
-    }
-    by_rows(&mut dx, 2 * half, half, |row0, d| {
-        let x = &x[row0 * 2 * half..][..d.len()];
-        let g = &grad[row0 * half..][..d.len() / 2];
+    let rows = rows_per_task(half);
+    let fill = |start: usize, d: &mut [MaybeUninit<T>]| {
+        let x = &x[start..][..d.len()];
+        let g = &grad[start / 2..][..d.len() / 2];
         if T::DTYPE == DType::F32 {
-            backward_rows_f32(bytemuck::cast_slice(x), bytemuck::cast_slice(g), half, bytemuck::cast_slice_mut(d));
+            // SAFETY: T is f32 (its dtype says so), so MaybeUninit<T> and
+            // MaybeUninit<f32> are the same type; the slice is ours alone.
+            let d = unsafe { std::slice::from_raw_parts_mut(d.as_mut_ptr().cast::<MaybeUninit<f32>>(), d.len()) };
+            backward_rows_f32(bytemuck::cast_slice(x), bytemuck::cast_slice(g), half, d);
         } else {
             for ((row, g), d) in x.chunks_exact(2 * half).zip(g.chunks_exact(half)).zip(d.chunks_exact_mut(2 * half)) {
                 let (a, gate) = row.split_at(half);
                 let (da, dgate) = d.split_at_mut(half);
                 for i in 0..half {
                     let y = UnaryOp::Gelu.apply(gate[i]);
-                    da[i] = g[i] * y;
-                    dgate[i] = g[i] * a[i] * UnaryOp::Gelu.derivative(gate[i], y);
+                    da[i].write(g[i] * y);
+                    dgate[i].write(g[i] * a[i] * UnaryOp::Gelu.derivative(gate[i], y));
                 }
             }
         }
-    });
-    dx
+    };
+    // SAFETY: each chunk is whole rows of dx, and `fill` writes every element of its rows.
+    unsafe { new_vec_by_chunks(x.len(), rows * 2 * half, x.len() >= PARALLEL_MIN, fill) }
 }

@@ -108,8 +108,14 @@ pub(crate) fn gelu_f32<const FMA: bool>(x: f32) -> f32 {
 
 #[inline(always)]
 pub(crate) fn gelu_grad_f32<const FMA: bool>(x: f32) -> f32 {
+    gelu_and_grad_f32::<FMA>(x).1
+}
+
+/// GELU and its derivative together, sharing the normal CDF (one erf, not two).
+#[inline(always)]
+pub(crate) fn gelu_and_grad_f32<const FMA: bool>(x: f32) -> (f32, f32) {
     let cdf = 0.5 * (1.0 + erf_f32::<FMA>(x * FRAC_1_SQRT_2));
-    madd::<FMA>(x * FRAC_1_SQRT_2PI, exp_f32::<FMA>(-0.5 * x * x), cdf)
+    (x * cdf, madd::<FMA>(x * FRAC_1_SQRT_2PI, exp_f32::<FMA>(-0.5 * x * x), cdf))
 }
 
 #[inline(always)]
@@ -244,6 +250,18 @@ mod tests {
             let want = (x as f64).exp();
             for (fma, y) in [(false, exp_f32::<false>(x)), (true, exp_f32::<true>(x))] {
                 assert!(((y as f64) - want).abs() <= 3e-7 * want, "exp_f32 (fma {fma}) of {x} = {y}, want {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn gelu_and_its_derivative_together_match_the_f64_reference() {
+        for x in inputs() {
+            let xr = x as f64;
+            let (y, dy) = (UnaryOp::Gelu.apply(xr), UnaryOp::Gelu.derivative(xr, UnaryOp::Gelu.apply(xr)));
+            for (fma, (got_y, got_dy)) in [(false, gelu_and_grad_f32::<false>(x)), (true, gelu_and_grad_f32::<true>(x))] {
+                assert!((got_y as f64 - y).abs() <= 2e-6 * y.abs().max(1.0), "gelu (fma {fma}) of {x} = {got_y}, want {y}");
+                assert!((got_dy as f64 - dy).abs() <= 2e-6 * dy.abs().max(1.0), "gelu' (fma {fma}) of {x} = {got_dy}, want {dy}");
             }
         }
     }

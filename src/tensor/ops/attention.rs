@@ -1,7 +1,7 @@
 //! Scaled dot-product attention, `softmax(scale·QKᵀ + mask)·V`, computed
 //! blockwise with an online softmax (see `backend::cpu::attention`).
 
-use super::softmax::with_contiguous;
+use super::with_contiguous;
 use super::{cuda_tensor, same_device, same_dtype, unsupported, with_cuda};
 use crate::autograd::rules::attention::AttentionBackward;
 use crate::backend::cpu::attention::{AttentionDims, AttentionGradInputs, HeadMatrices, Operand, Scores};

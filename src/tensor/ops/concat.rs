@@ -1,7 +1,7 @@
 //! Concatenation along a dimension (cat) and along a new one (stack).
 
-use super::indexing::with_contiguous;
 use super::unsupported;
+use super::with_contiguous;
 use crate::autograd::rules::concat::CatBackward;
 use crate::backend::cpu;
 use crate::tensor::{resolve_dim, Tensor};

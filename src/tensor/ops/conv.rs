@@ -1,11 +1,11 @@
 //! 2-d convolution over NCHW tensors with PyTorch's `F.conv2d` semantics,
 //! and the backward kernels its rule calls (also usable on their own).
 
-use super::{cuda_tensor, same_device, same_dtype, unsupported, with_cuda};
+use super::{cuda_tensor, same_device, same_dtype, unsupported, with_contiguous, with_cuda};
 use crate::autograd::rules::conv::Conv2dBackward;
 use crate::backend::cpu::conv::Conv2dGeometry;
 use crate::backend::{cpu, cuda};
-use crate::tensor::{Element, Tensor};
+use crate::tensor::Tensor;
 use crate::{dispatch_float, Device, Error, Result};
 use std::sync::Arc;
 
@@ -109,15 +109,6 @@ fn check_grad_output(op: &'static str, grad_output: &Tensor, g: &Conv2dGeometry)
         return Err(Error::ShapeMismatch { op, lhs: grad_output.shape().to_vec(), rhs: want.to_vec() });
     }
     Ok(())
-}
-
-/// Run `f` on the elements of the CPU tensor `t` in row-major order: a borrow
-/// of its storage when contiguous, a gathered copy otherwise.
-pub(crate) fn with_contiguous<T: Element, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
-    t.with_cpu_slice::<T, _>(|s, l| match l.contiguous_range() {
-        Some(r) => f(&s[r]),
-        None => f(&cpu::copy::gather(s, l)),
-    })
 }
 
 impl Tensor {

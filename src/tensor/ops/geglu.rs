@@ -1,5 +1,6 @@
 //! GEGLU, `a · gelu(gate)` over the last dimension split in halves `[a | gate]`.
 
+use super::with_contiguous;
 use crate::autograd::rules::geglu::GegluBackward;
 use crate::backend::cpu;
 use crate::tensor::Tensor;
@@ -19,9 +20,7 @@ impl Tensor {
         let mut shape = self.shape().to_vec();
         *shape.last_mut().expect("rank checked") = half;
         let out = dispatch_float!(self.dtype(), "geglu", |T| {
-            let x = self.contiguous()?;
-            let y = x.with_cpu_slice::<T, _>(|s, l| cpu::geglu::geglu_fwd(&s[l.contiguous_range().unwrap()], half))?;
-            Tensor::from_cpu_vec(y, &shape)
+            Tensor::from_cpu_vec(with_contiguous::<T, _>(self, |x| cpu::geglu::geglu_fwd(x, half))?, &shape)
         });
         Ok(out.recorded(&[self], || Arc::new(GegluBackward { input: self.clone() })))
     }
@@ -35,8 +34,8 @@ impl Tensor {
             return Err(Error::bad_shape("geglu_backward", format!("gradient {:?} must be shaped {out_shape:?}", grad.shape())));
         }
         dispatch_float!(self.dtype(), "geglu_backward", |T| {
-            let (x, g) = (self.cpu_vec::<T>()?, grad.cpu_vec::<T>()?);
-            Ok(Tensor::from_cpu_vec(cpu::geglu::geglu_bwd(&x, &g, half), self.shape()))
+            let dx = with_contiguous::<T, _>(self, |x| with_contiguous::<T, _>(grad, |g| cpu::geglu::geglu_bwd(x, g, half)))??;
+            Ok(Tensor::from_cpu_vec(dx, self.shape()))
         })
     }
 

@@ -2,11 +2,11 @@
 //! scatter-add gradients. Indices are i64 (i32 and u8 are accepted too) and
 //! are checked against the indexed size before any kernel runs.
 
-use super::{cuda_tensor, same_device, unsupported, with_cuda};
+use super::{cuda_tensor, same_device, unsupported, with_contiguous, with_cuda};
 use crate::autograd::rules::indexing::{EmbeddingBackward, GatherBackward, IndexSelectBackward};
 use crate::backend::cpu;
 use crate::backend::cuda;
-use crate::tensor::{resolve_dim, DType, Element, Tensor};
+use crate::tensor::{resolve_dim, DType, Tensor};
 use crate::{dispatch_any, dispatch_float, Device, Error, Result};
 use std::sync::Arc;
 
@@ -48,16 +48,6 @@ pub(crate) fn checked_indices(
             }
         })
         .collect()
-}
-
-/// Run `f` on the elements of a CPU tensor as one contiguous row-major slice,
-/// borrowing the storage when the view is contiguous and copying otherwise.
-pub(crate) fn with_contiguous<T: Element, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
-    if let Some(range) = t.layout().contiguous_range() {
-        t.with_cpu_slice::<T, _>(|s, _| f(&s[range]))
-    } else {
-        Ok(f(&t.cpu_vec::<T>()?))
-    }
 }
 
 /// Product of the sizes before and after `dim`: the `[outer, size, inner]` view of a contiguous tensor.

@@ -7,7 +7,8 @@
 //! options. The backward kernels are public functions of this module, so the
 //! CUDA twins can be checked against them.
 
-use super::indexing::{index_values, with_contiguous};
+use super::indexing::index_values;
+use super::with_contiguous;
 use super::{cuda_tensor, same_device, same_dtype, with_cuda};
 use crate::autograd::no_grad;
 use crate::autograd::rules::loss::{BceWithLogitsBackward, CosineSimilarityBackward, CrossEntropyBackward, MseLossBackward};

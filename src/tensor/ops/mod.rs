@@ -71,6 +71,15 @@ impl Tensor {
     }
 }
 
+/// Run `f` on the elements of the CPU tensor `t` in row-major order: a borrow
+/// of its storage when the view is contiguous, a gathered copy otherwise.
+pub(crate) fn with_contiguous<T: Element, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+    t.with_cpu_slice::<T, _>(|s, l| match l.contiguous_range() {
+        Some(range) => f(&s[range]),
+        None => f(&crate::backend::cpu::copy::gather(s, l)),
+    })
+}
+
 /// Run `f` with the CUDA views of `tensors` (`None` stays `None`); every
 /// given tensor must live on a GPU (the caller has checked they share one).
 pub(crate) fn with_cuda<R>(

@@ -3,7 +3,7 @@
 //! variance and `1/sqrt(var + eps)`; each op saves its mean and reciprocal
 //! standard deviation for a dedicated backward kernel.
 
-use super::softmax::with_contiguous;
+use super::with_contiguous;
 use super::{cuda_tensor, same_device, same_dtype, with_cuda};
 use crate::autograd::rules::norm::{BatchNormBackward, GroupNormBackward, LayerNormBackward};
 use crate::backend::cpu;

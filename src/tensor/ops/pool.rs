@@ -2,7 +2,7 @@
 //! `F.avg_pool2d`, `F.adaptive_avg_pool2d`, `ceil_mode=False`), and the
 //! backward kernels their rules call.
 
-use super::conv::with_contiguous;
+use super::with_contiguous;
 use super::{cuda_tensor, with_cuda};
 use crate::autograd::rules::pool::{AdaptiveAvgPool2dBackward, AvgPool2dBackward, MaxPool2dBackward};
 use crate::backend::cpu;

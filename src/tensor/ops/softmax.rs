@@ -1,20 +1,11 @@
 //! Softmax and log-softmax along any dimension.
 
+use super::with_contiguous;
 use crate::autograd::rules::softmax::SoftmaxBackward;
 use crate::backend::cpu;
-use crate::tensor::{resolve_dim, Element, Tensor};
+use crate::tensor::{resolve_dim, Tensor};
 use crate::{dispatch_float, Device, Error, Result};
 use std::sync::Arc;
-
-/// Run `f` on the elements of a CPU tensor in row-major order: borrowed when
-/// the tensor is contiguous, gathered into a temporary otherwise.
-pub(crate) fn with_contiguous<T: Element, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
-    if let Some(range) = t.layout().contiguous_range() {
-        return t.with_cpu_slice::<T, _>(|s, _| f(&s[range]));
-    }
-    let v = t.cpu_vec::<T>()?;
-    Ok(f(&v))
-}
 
 /// The tensor seen as `[outer, len, inner]` around dimension `dim`.
 fn split_around(shape: &[usize], dim: usize) -> (usize, usize) {

@@ -1,7 +1,7 @@
 //! Nearest-neighbour 2-d upsampling of NCHW tensors with PyTorch's
 //! `F.interpolate(mode="nearest")` semantics, and its backward kernel.
 
-use super::conv::with_contiguous;
+use super::with_contiguous;
 use super::{cuda_tensor, with_cuda};
 use crate::autograd::rules::upsample::UpsampleNearest2dBackward;
 use crate::backend::cpu;
