@@ -370,6 +370,9 @@ fn implicit_im2col_operand_matches_the_explicit_matrix() {
         geometry(3, [9, 8], [5, 4], [2, 2], [1, 1], [1, 1], 3, 37),
         geometry(2, [9, 7], [5, 3], [1, 2], [1, 0], [2, 1], 1, 29),
         geometry(50, [7, 21], [7, 21], [1, 1], [1, 1], [1, 1], 20, 250),
+        // Stride 1 with a dilated width; 2-pixel rows (8 pieces a panel, past the tap table).
+        geometry(2, [8, 9], [8, 5], [1, 1], [1, 0], [1, 2], 2, 50),
+        geometry(3, [6, 2], [6, 2], [1, 1], [1, 1], [1, 1], 1, 40),
     ];
     for (case, &Case { channels, in_size, out_size, kernel, stride, padding, dilation, first_pixel, n }) in cases.iter().enumerate() {
         let (plane, k, m) = (in_size[0] * in_size[1], channels * kernel[0] * kernel[1], 13);

@@ -92,6 +92,33 @@ struct RowPiece {
     ow: usize,
 }
 
+/// Entries (pieces × taps) of the per-panel tap table: a 3×3 kernel over up
+/// to 7 pieces, a 7×7 over one.
+const MAX_PLANNED_RUNS: usize = 64;
+
+/// Where one piece of a panel reads for one tap, at stride 1: lanes lo..hi
+/// lie inside the input row, lane lo reading element `src` of channel 0.
+#[derive(Clone, Copy, Default)]
+struct TapRun {
+    src: usize,
+    lo: usize,
+    hi: usize,
+}
+
+/// The [`TapRun`] of `piece` for kernel row `ki`, column `kj` (stride 1).
+fn tap_run<T>(piece: &RowPiece, ki: usize, kj: usize, b: &Im2colRef<T>) -> TapRun {
+    let ([in_h, in_w], [sh, _], [ph, pw], [dh, dw]) = (b.in_size, b.stride, b.padding, b.dilation);
+    let ih = (piece.oh * sh + ki * dh) as isize - ph as isize;
+    if !(0..in_h as isize).contains(&ih) {
+        return TapRun::default();
+    }
+    let iw0 = (piece.ow + kj * dw) as isize - pw as isize;
+    let lo = (-iw0).clamp(0, piece.len as isize) as usize;
+    let hi = (in_w as isize - iw0).clamp(lo as isize, piece.len as isize) as usize;
+    let src = if lo < hi { piece.image + ih as usize * in_w + (iw0 + lo as isize) as usize } else { 0 };
+    TapRun { src, lo, hi }
+}
+
 /// [`pack_b`] for an im2col B read from the images (see `Im2colRef`). A
 /// panel's columns are cut into pieces on one output row each (one piece
 /// when the row is at least a panel wide); then each step, one (channel,
@@ -119,71 +146,66 @@ fn pack_b_im2col<T: Float>(dst: &mut [T], b: Im2colRef<T>, row0: usize, col0: us
             lane += len;
         }
         let pieces = &pieces[..count];
-        // Per piece, what depends on one kernel axis only, worked out once per
-        // panel instead of once per step: for kernel row ki the offset of the
-        // input row it reads (None in the padding); for kernel column kj the
-        // lanes lo..hi that fall inside the row and where lane lo reads it.
-        let row_of: Vec<Option<usize>> = pieces
-            .iter()
-            .flat_map(|piece| {
-                (0..kh).map(move |ki| {
-                    let ih = (piece.oh * sh + ki * dh) as isize - ph as isize;
-                    (0..in_h as isize).contains(&ih).then(|| piece.image + ih as usize * in_w)
-                })
-            })
-            .collect();
-        let lanes_of: Vec<(usize, usize, usize)> = pieces
-            .iter()
-            .flat_map(|piece| {
-                (0..kw).map(move |kj| {
-                    let iw0 = (piece.ow * sw + kj * dw) as isize - pw as isize;
-                    if sw != 1 {
-                        return (0, 0, 0);
-                    }
-                    let lo = (-iw0).clamp(0, piece.len as isize) as usize;
-                    let hi = (in_w as isize - iw0).clamp(lo as isize, piece.len as isize) as usize;
-                    (lo, hi, if lo < hi { (iw0 + lo as isize) as usize } else { 0 })
-                })
-            })
-            .collect();
-        let (mut channel, tap) = (row0 / taps, row0 % taps);
-        let (mut ki, mut kj) = (tap / kw, tap % kw);
-        for step in panel.chunks_exact_mut(nr) {
-            step[cols..].fill(T::zero());
-            for (index, piece) in pieces.iter().enumerate() {
-                let out = &mut step[piece.lane..piece.lane + piece.len];
-                let Some(row) = row_of[index * kh + ki] else {
-                    out.fill(T::zero());
-                    continue;
-                };
-                let row = &b.data[row + channel * plane..][..in_w];
-                if sw == 1 {
-                    let (lo, hi, start) = lanes_of[index * kw + kj];
-                    if lo == 0 && hi == out.len() {
-                        copy_run(out, &row[start..]);
-                        continue;
-                    }
-                    out[..lo].fill(T::zero());
-                    out[hi..].fill(T::zero());
-                    if lo < hi {
-                        copy_run(&mut out[lo..hi], &row[start..]);
-                    }
-                } else {
-                    let iw0 = (piece.ow * sw + kj * dw) as isize - pw as isize;
-                    for (t, v) in out.iter_mut().enumerate() {
-                        let iw = iw0 + (t * sw) as isize;
-                        *v = if iw >= 0 && iw < in_w as isize { row[iw as usize] } else { T::zero() };
+        let (mut channel, mut tap) = (row0 / taps, row0 % taps);
+        if sw == 1 {
+            // Per piece and tap, worked out once per panel: the lanes lo..hi
+            // inside the image and where lane lo reads in channel 0 (lo = hi
+            // = 0 when the tap's input row is padding). Each step then costs
+            // one table read and a copy per piece.
+            let mut runs = [TapRun::default(); MAX_PLANNED_RUNS];
+            let planned = pieces.len() * taps <= MAX_PLANNED_RUNS;
+            if planned {
+                for (index, piece) in pieces.iter().enumerate() {
+                    for t in 0..taps {
+                        runs[index * taps + t] = tap_run(piece, t / kw, t % kw, &b);
                     }
                 }
             }
-            kj += 1;
-            if kj == kw {
-                kj = 0;
-                ki += 1;
-                if ki == kh {
-                    ki = 0;
+            for step in panel.chunks_exact_mut(nr) {
+                let base = channel * plane;
+                for (index, piece) in pieces.iter().enumerate() {
+                    let run = if planned { runs[index * taps + tap] } else { tap_run(piece, tap / kw, tap % kw, &b) };
+                    let out = &mut step[piece.lane..piece.lane + piece.len];
+                    if run.lo == 0 && run.hi == piece.len {
+                        copy_run(out, &b.data[base + run.src..]);
+                        continue;
+                    }
+                    out[..run.lo].fill(T::zero());
+                    out[run.hi..].fill(T::zero());
+                    if run.lo < run.hi {
+                        copy_run(&mut out[run.lo..run.hi], &b.data[base + run.src..]);
+                    }
+                }
+                step[cols..].fill(T::zero());
+                tap += 1;
+                if tap == taps {
+                    tap = 0;
                     channel += 1;
                 }
+            }
+            return;
+        }
+        for step in panel.chunks_exact_mut(nr) {
+            step[cols..].fill(T::zero());
+            let (ki, kj) = (tap / kw, tap % kw);
+            for piece in pieces {
+                let out = &mut step[piece.lane..piece.lane + piece.len];
+                let ih = (piece.oh * sh + ki * dh) as isize - ph as isize;
+                if !(0..in_h as isize).contains(&ih) {
+                    out.fill(T::zero());
+                    continue;
+                }
+                let row = &b.data[piece.image + ih as usize * in_w + channel * plane..][..in_w];
+                let iw0 = (piece.ow * sw + kj * dw) as isize - pw as isize;
+                for (t, v) in out.iter_mut().enumerate() {
+                    let iw = iw0 + (t * sw) as isize;
+                    *v = if iw >= 0 && iw < in_w as isize { row[iw as usize] } else { T::zero() };
+                }
+            }
+            tap += 1;
+            if tap == taps {
+                tap = 0;
+                channel += 1;
             }
         }
     };
