@@ -105,17 +105,20 @@ struct TapRun {
     hi: usize,
 }
 
+/// Where the input row that `piece` reads for kernel row `ki` starts in
+/// channel 0, or `None` when that row is padding.
+fn input_row<T>(piece: &RowPiece, ki: usize, b: &Im2colRef<T>) -> Option<usize> {
+    let ih = (piece.oh * b.stride[0] + ki * b.dilation[0]) as isize - b.padding[0] as isize;
+    (0..b.in_size[0] as isize).contains(&ih).then(|| piece.image + ih as usize * b.in_size[1])
+}
+
 /// The [`TapRun`] of `piece` for kernel row `ki`, column `kj` (stride 1).
 fn tap_run<T>(piece: &RowPiece, ki: usize, kj: usize, b: &Im2colRef<T>) -> TapRun {
-    let ([in_h, in_w], [sh, _], [ph, pw], [dh, dw]) = (b.in_size, b.stride, b.padding, b.dilation);
-    let ih = (piece.oh * sh + ki * dh) as isize - ph as isize;
-    if !(0..in_h as isize).contains(&ih) {
-        return TapRun::default();
-    }
-    let iw0 = (piece.ow + kj * dw) as isize - pw as isize;
+    let Some(row) = input_row(piece, ki, b) else { return TapRun::default() };
+    let iw0 = (piece.ow + kj * b.dilation[1]) as isize - b.padding[1] as isize;
     let lo = (-iw0).clamp(0, piece.len as isize) as usize;
-    let hi = (in_w as isize - iw0).clamp(lo as isize, piece.len as isize) as usize;
-    let src = if lo < hi { piece.image + ih as usize * in_w + (iw0 + lo as isize) as usize } else { 0 };
+    let hi = (b.in_size[1] as isize - iw0).clamp(lo as isize, piece.len as isize) as usize;
+    let src = if lo < hi { row + (iw0 + lo as isize) as usize } else { 0 };
     TapRun { src, lo, hi }
 }
 
@@ -129,7 +132,7 @@ fn tap_run<T>(piece: &RowPiece, ki: usize, kj: usize, b: &Im2colRef<T>) -> TapRu
 fn pack_b_im2col<T: Float>(dst: &mut [T], b: Im2colRef<T>, row0: usize, col0: usize, kc: usize, nc: usize, nr: usize, parallel: bool) {
     assert!(nr <= MAX_NR, "gemm: im2col packing supports panels up to {MAX_NR} wide, not {nr}");
     let ([in_h, in_w], [out_h, out_w]) = (b.in_size, b.out_size);
-    let ([kh, kw], [sh, sw], [ph, pw], [dh, dw]) = (b.kernel, b.stride, b.padding, b.dilation);
+    let ([kh, kw], [_, sw], [_, pw], [_, dw]) = (b.kernel, b.stride, b.padding, b.dilation);
     let (plane, out_plane, taps) = (in_h * in_w, out_h * out_w, kh * kw);
     let pack_panel = |(q, panel): (usize, &mut [T])| {
         let cols = nr.min(nc - q * nr);
@@ -146,26 +149,26 @@ fn pack_b_im2col<T: Float>(dst: &mut [T], b: Im2colRef<T>, row0: usize, col0: us
             lane += len;
         }
         let pieces = &pieces[..count];
-        let (mut channel, mut tap) = (row0 / taps, row0 % taps);
-        if sw == 1 {
-            // Per piece and tap, worked out once per panel: the lanes lo..hi
-            // inside the image and where lane lo reads in channel 0 (lo = hi
-            // = 0 when the tap's input row is padding). Each step then costs
-            // one table read and a copy per piece.
-            let mut runs = [TapRun::default(); MAX_PLANNED_RUNS];
-            let planned = pieces.len() * taps <= MAX_PLANNED_RUNS;
-            if planned {
-                for (index, piece) in pieces.iter().enumerate() {
-                    for t in 0..taps {
-                        runs[index * taps + t] = tap_run(piece, t / kw, t % kw, &b);
-                    }
+        // At stride 1, per piece and tap, worked out once per panel: the lanes
+        // lo..hi inside the image and where lane lo reads in channel 0 (lo =
+        // hi = 0 when the tap's input row is padding). Each step then costs a
+        // table read and a copy per piece.
+        let mut runs = [TapRun::default(); MAX_PLANNED_RUNS];
+        let planned = sw == 1 && pieces.len() * taps <= MAX_PLANNED_RUNS;
+        if planned {
+            for (index, piece) in pieces.iter().enumerate() {
+                for t in 0..taps {
+                    runs[index * taps + t] = tap_run(piece, t / kw, t % kw, &b);
                 }
             }
-            for step in panel.chunks_exact_mut(nr) {
-                let base = channel * plane;
-                for (index, piece) in pieces.iter().enumerate() {
+        }
+        let (mut channel, mut tap) = (row0 / taps, row0 % taps);
+        for step in panel.chunks_exact_mut(nr) {
+            let base = channel * plane;
+            for (index, piece) in pieces.iter().enumerate() {
+                let out = &mut step[piece.lane..piece.lane + piece.len];
+                if sw == 1 {
                     let run = if planned { runs[index * taps + tap] } else { tap_run(piece, tap / kw, tap % kw, &b) };
-                    let out = &mut step[piece.lane..piece.lane + piece.len];
                     if run.lo == 0 && run.hi == piece.len {
                         copy_run(out, &b.data[base + run.src..]);
                         continue;
@@ -175,33 +178,20 @@ fn pack_b_im2col<T: Float>(dst: &mut [T], b: Im2colRef<T>, row0: usize, col0: us
                     if run.lo < run.hi {
                         copy_run(&mut out[run.lo..run.hi], &b.data[base + run.src..]);
                     }
-                }
-                step[cols..].fill(T::zero());
-                tap += 1;
-                if tap == taps {
-                    tap = 0;
-                    channel += 1;
-                }
-            }
-            return;
-        }
-        for step in panel.chunks_exact_mut(nr) {
-            step[cols..].fill(T::zero());
-            let (ki, kj) = (tap / kw, tap % kw);
-            for piece in pieces {
-                let out = &mut step[piece.lane..piece.lane + piece.len];
-                let ih = (piece.oh * sh + ki * dh) as isize - ph as isize;
-                if !(0..in_h as isize).contains(&ih) {
-                    out.fill(T::zero());
                     continue;
                 }
-                let row = &b.data[piece.image + ih as usize * in_w + channel * plane..][..in_w];
-                let iw0 = (piece.ow * sw + kj * dw) as isize - pw as isize;
+                let Some(row) = input_row(piece, tap / kw, &b) else {
+                    out.fill(T::zero());
+                    continue;
+                };
+                let row = &b.data[base + row..][..in_w];
+                let iw0 = (piece.ow * sw + tap % kw * dw) as isize - pw as isize;
                 for (t, v) in out.iter_mut().enumerate() {
                     let iw = iw0 + (t * sw) as isize;
                     *v = if iw >= 0 && iw < in_w as isize { row[iw as usize] } else { T::zero() };
                 }
             }
+            step[cols..].fill(T::zero());
             tap += 1;
             if tap == taps {
                 tap = 0;
